@@ -1,0 +1,74 @@
+//! Shared server state, built once at start-up and handed to every task as `Arc<App>`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Auth;
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::presence::Registry;
+use crate::store::batcher::Writer;
+use crate::store::Store;
+
+/// Everything a request or connection needs.
+pub struct App {
+    /// Validated configuration.
+    pub config: Config,
+    /// PostgreSQL reads and admin writes.
+    pub store: Store,
+    /// Group-commit writer for messages and receipts.
+    pub writer: Writer,
+    /// Room fan-out.
+    pub bus: Arc<Bus>,
+    /// Live connections.
+    pub registry: Registry,
+    /// Token checks.
+    pub auth: Auth,
+    /// Prometheus exposition, when a recorder is installed.
+    pub metrics: Option<PrometheusHandle>,
+    /// Cancelled when the server starts draining: connections close with 1001.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks so the drain can wait for them.
+    pub tasks: TaskTracker,
+    draining: AtomicBool,
+}
+
+impl App {
+    /// Assembles the state.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Config,
+        store: Store,
+        writer: Writer,
+        bus: Arc<Bus>,
+        auth: Auth,
+        metrics: Option<PrometheusHandle>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            store,
+            writer,
+            bus,
+            registry: Registry::default(),
+            auth,
+            metrics,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// Marks the server as draining: `/readyz` turns 503 and new writes are refused.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the server is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}

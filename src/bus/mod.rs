@@ -1,0 +1,265 @@
+//! The in-process broadcast bus: rooms hashed over shards, each shard owning its rooms'
+//! subscriber lists behind a short, never-awaited lock. An event is encoded once into a frame
+//! (`Bytes`) and the same frame is queued to every subscriber's outbox (a refcount bump each).
+//!
+//! Room messages pass through a per-room sequencer: the bus delivers each room's messages in
+//! seq order, once, without gaps. A gap (a batch whose commit outcome was unknown, or — with
+//! the Redis bridge — a lost pub/sub envelope) is filled from PostgreSQL before later
+//! messages are delivered.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::store::Store;
+use crate::ws::outbox::Out;
+use crate::ws::protocol::{self, MessageEvent};
+use crate::ws::writer::ConnShared;
+
+/// Shards: enough that publishers on different rooms rarely meet on one lock.
+const SHARDS: usize = 64;
+/// Most messages fetched by one gap fill.
+const FILL_LIMIT: i64 = 1000;
+/// How long a gap may wait for its commit before it is skipped.
+const GAP_PATIENCE: Duration = Duration::from_secs(10);
+
+/// A connection subscribed to a room.
+#[derive(Clone)]
+pub struct Subscriber {
+    /// Connection id (unique per process).
+    pub conn_id: u64,
+    /// The connection's user (for "everyone but the sender" events).
+    pub user_id: i64,
+    /// Where frames go.
+    pub conn: Arc<ConnShared>,
+}
+
+struct RoomState {
+    room: i64,
+    subs: Vec<Subscriber>,
+    /// Highest seq delivered to this room's subscribers (0 = none yet).
+    last_seq: i64,
+    /// Messages that arrived past a gap, waiting for the fill.
+    pending: BTreeMap<i64, Bytes>,
+    filling: bool,
+}
+
+impl RoomState {
+    fn new(room: i64) -> Self {
+        Self { room, subs: Vec::new(), last_seq: 0, pending: BTreeMap::new(), filling: false }
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    rooms: Mutex<HashMap<i64, RoomState>>,
+}
+
+impl Shard {
+    fn lock(&self) -> MutexGuard<'_, HashMap<i64, RoomState>> {
+        // Every critical section is a plain map/vec update: a panic cannot leave it half-done.
+        self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The bus. Shared as `Arc<Bus>`.
+pub struct Bus {
+    shards: Box<[Shard]>,
+    store: Store,
+    me: Weak<Bus>,
+}
+
+impl Bus {
+    /// A bus whose gap fills read from `store`.
+    pub fn new(store: Store) -> Arc<Self> {
+        Arc::new_cyclic(|me| Bus {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            store,
+            me: me.clone(),
+        })
+    }
+
+    fn shard(&self, room: i64) -> &Shard {
+        // Fixed hasher: stable across runs, cheap, spreads sequential ids.
+        let mut h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().build_hasher();
+        h.write_i64(room);
+        &self.shards[(h.finish() as usize) % self.shards.len()]
+    }
+
+    /// Subscribes a connection to a room.
+    pub fn subscribe(&self, room: i64, sub: Subscriber) {
+        let mut rooms = self.shard(room).lock();
+        let st = rooms.entry(room).or_insert_with(|| RoomState::new(room));
+        if !st.subs.iter().any(|s| s.conn_id == sub.conn_id) {
+            st.subs.push(sub);
+        }
+    }
+
+    /// Unsubscribes a connection; the room's state is dropped with its last subscriber.
+    pub fn unsubscribe(&self, room: i64, conn_id: u64) {
+        let mut rooms = self.shard(room).lock();
+        if let Some(st) = rooms.get_mut(&room) {
+            if let Some(i) = st.subs.iter().position(|s| s.conn_id == conn_id) {
+                st.subs.swap_remove(i);
+            }
+            if st.subs.is_empty() && !st.filling {
+                rooms.remove(&room);
+            }
+        }
+    }
+
+    /// Local subscribers of a room.
+    pub fn subscriber_count(&self, room: i64) -> usize {
+        self.shard(room).lock().get(&room).map_or(0, |st| st.subs.len())
+    }
+
+    /// Sends an unordered event (typing, presence, receipts) to a room's subscribers,
+    /// optionally skipping one user's connections.
+    pub fn publish(&self, room: i64, frame: Bytes, except_user: Option<i64>) {
+        let rooms = self.shard(room).lock();
+        if let Some(st) = rooms.get(&room) {
+            let mut n = 0u64;
+            for s in &st.subs {
+                if Some(s.user_id) != except_user {
+                    let _ = s.conn.outbox.push(Out::Frame(frame.clone()));
+                    n += 1;
+                }
+            }
+            metrics::counter!("livechat_bus_fanout_total").increment(n);
+        }
+    }
+
+    /// Delivers a committed room message, keeping the room's order and filling gaps.
+    pub fn publish_message(&self, room: i64, seq: i64, frame: Bytes) {
+        let mut rooms = self.shard(room).lock();
+        let Some(st) = rooms.get_mut(&room) else { return };
+        if st.last_seq != 0 && seq <= st.last_seq {
+            return; // duplicate (e.g. a fill raced the live copy)
+        }
+        if st.last_seq == 0 || seq == st.last_seq + 1 {
+            deliver(st, seq, frame);
+            // Messages parked behind a gap that is now closed.
+            while let Some(entry) = st.pending.first_entry() {
+                if *entry.key() != st.last_seq + 1 {
+                    break;
+                }
+                let (s, f) = entry.remove_entry();
+                deliver(st, s, f);
+            }
+            return;
+        }
+        st.pending.insert(seq, frame);
+        if !st.filling {
+            st.filling = true;
+            let after = st.last_seq;
+            drop(rooms);
+            metrics::counter!("livechat_bus_gap_fills_total").increment(1);
+            if let Some(bus) = self.me.upgrade() {
+                tokio::spawn(async move { bus.fill(room, after).await });
+            }
+        }
+    }
+
+    /// Fetches the messages after `after` up to the first parked one and delivers them.
+    async fn fill(self: Arc<Self>, room: i64, mut after: i64) {
+        let mut delay = Duration::from_millis(50);
+        let mut waited = Duration::ZERO;
+        loop {
+            let before = {
+                let rooms = self.shard(room).lock();
+                match rooms.get(&room).and_then(|st| st.pending.keys().next().copied()) {
+                    Some(first) => first.max(after + 1),
+                    None => break,
+                }
+            };
+            let step = match self.store.messages_between(room, after, before, FILL_LIMIT).await {
+                Ok(rows) => {
+                    delay = Duration::from_millis(50);
+                    self.apply_fill(room, rows, before, waited)
+                }
+                Err(e) => {
+                    tracing::warn!(room, error = %e, "Gap fill failed; retrying.");
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                    Fill::Retry
+                }
+            };
+            match step {
+                Fill::Done => break,
+                Fill::Wait => {
+                    tokio::time::sleep(delay).await;
+                    waited += delay;
+                }
+                Fill::Retry => tokio::time::sleep(delay).await,
+                Fill::Continue(last) => after = last,
+            }
+        }
+        let mut rooms = self.shard(room).lock();
+        if let Some(st) = rooms.get_mut(&room) {
+            st.filling = false;
+            if st.subs.is_empty() {
+                rooms.remove(&room);
+            }
+        }
+    }
+}
+
+/// Next step of a gap fill.
+enum Fill {
+    /// Nothing parked any more.
+    Done,
+    /// The missing rows are not visible yet: try again after a pause.
+    Wait,
+    /// PostgreSQL failed: try again after a pause (not counted against the patience).
+    Retry,
+    /// Delivered up to this seq; fill again from there.
+    Continue(i64),
+}
+
+impl Bus {
+    /// Delivers fetched rows and whatever they unblock.
+    fn apply_fill(&self, room: i64, rows: Vec<MessageEvent>, before: i64, waited: Duration) -> Fill {
+        let mut rooms = self.shard(room).lock();
+        let Some(st) = rooms.get_mut(&room) else { return Fill::Done };
+        let empty = rows.is_empty();
+        for m in rows {
+            if m.seq > st.last_seq {
+                deliver(st, m.seq, protocol::message_frame(&m));
+            }
+        }
+        if empty && st.last_seq < before - 1 {
+            if waited < GAP_PATIENCE {
+                // The missing seqs are not in PostgreSQL (yet): a seq is only reserved inside
+                // a committing transaction, so wait for it.
+                return Fill::Wait;
+            }
+            // Never committed after all: do not stall the room for ever.
+            tracing::error!(room, last = st.last_seq, before, "Sequence gap never filled; skipping it.");
+            st.last_seq = before - 1;
+        }
+        while let Some(entry) = st.pending.first_entry() {
+            if *entry.key() > st.last_seq + 1 {
+                break;
+            }
+            let (s, f) = entry.remove_entry();
+            if s > st.last_seq {
+                deliver(st, s, f);
+            }
+        }
+        if st.pending.is_empty() {
+            Fill::Done
+        } else {
+            Fill::Continue(st.last_seq)
+        }
+    }
+}
+
+fn deliver(st: &mut RoomState, seq: i64, frame: Bytes) {
+    st.last_seq = seq;
+    for s in &st.subs {
+        let _ = s.conn.outbox.push(Out::Seq { room: st.room, seq, frame: frame.clone() });
+    }
+    metrics::counter!("livechat_bus_fanout_total").increment(st.subs.len() as u64);
+}

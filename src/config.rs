@@ -1,0 +1,479 @@
+//! Configuration: `config/livechat.toml` keys with serde defaults, overridden by
+//! `LIVECHAT_<SECTION>__<KEY>` environment variables and the fixed short variables of SPEC §1.
+//!
+//! Precedence, lowest first: built-in defaults → TOML file (`--config`) → short variables
+//! (`DATABASE_URL`, `LIVECHAT_LISTEN`, ...) → `LIVECHAT_<SECTION>__<KEY>`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::ConfigError;
+
+/// The whole configuration tree. Every section defaults, so an empty file is valid.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listener, origins, drain.
+    pub server: ServerConfig,
+    /// Client and admin authentication.
+    pub auth: AuthConfig,
+    /// PostgreSQL connection.
+    pub database: DatabaseConfig,
+    /// Redis connection (cluster bus, durable jobs).
+    pub redis: RedisConfig,
+    /// Per-connection and per-user limits (SPEC §7).
+    pub limits: LimitsConfig,
+    /// The group-commit writer.
+    pub storage: StorageConfig,
+    /// Replay after reconnect.
+    pub sync: SyncConfig,
+    /// Online state fan-out.
+    pub presence: PresenceConfig,
+    /// Notification jobs and sinks.
+    pub notify: NotifyConfig,
+    /// This node's identity in a cluster.
+    pub node: NodeConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the HTTP/WebSocket listener binds.
+    pub listen: String,
+    /// Allowed `Origin` values for upgrades; empty = any.
+    #[serde(deserialize_with = "string_list")]
+    pub allowed_origins: Vec<String>,
+    /// Seconds allowed for a graceful stop.
+    pub drain_secs: u64,
+    /// When set, `/metrics` is served only on this separate address.
+    pub metrics_listen: Option<String>,
+    /// Upper bound of open connections for the whole process.
+    pub max_connections: usize,
+    /// Serve `/ws/echo` (no auth), which echoes frames through the same connection layer:
+    /// used only by the RFC 6455 conformance suite. Never enable in production.
+    pub conformance_echo: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8000".into(),
+            allowed_origins: Vec::new(),
+            drain_secs: 10,
+            metrics_listen: None,
+            max_connections: 100_000,
+            conformance_echo: false,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret for client tokens (`LIVECHAT_JWT_SECRET`).
+    pub jwt_secret: Option<String>,
+    /// Bearer token of the admin API (`LIVECHAT_ADMIN_TOKEN`).
+    pub admin_token: Option<String>,
+    /// Clock-skew allowance for `exp`, seconds.
+    pub leeway_secs: u64,
+}
+
+// Secrets are never printed, not even in a debug dump of the config.
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field("leeway_secs", &self.leeway_secs)
+            .finish()
+    }
+}
+
+/// `[database]`
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL (`DATABASE_URL`).
+    pub url: Option<String>,
+    /// Connections in the pool (the writer takes one, reads share the rest).
+    pub pool_size: u32,
+    /// How long to wait for a pooled connection, milliseconds.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: None, pool_size: 16, connect_timeout_ms: 2000 }
+    }
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// `[redis]`
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Redis URL (`REDIS_URL`); unset = single node.
+    pub url: Option<String>,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .finish()
+    }
+}
+
+/// `[limits]` — SPEC §7.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest accepted WebSocket message (all fragments together), bytes.
+    pub frame_max_bytes: usize,
+    /// Largest `content`, characters after trim.
+    pub content_max_chars: usize,
+    /// Sustained `message` events per second per connection.
+    pub messages_per_sec: u32,
+    /// Burst of `message` events per connection.
+    pub messages_burst: u32,
+    /// `typing` events per second per user and room.
+    pub typing_per_sec: u32,
+    /// Frames queued for one connection before it counts as a slow consumer.
+    pub outbound_queue_frames: usize,
+    /// Seconds between server pings.
+    pub ping_secs: u64,
+    /// Seconds without any client frame before the connection is closed.
+    pub idle_timeout_secs: u64,
+    /// Open connections per user (on this node).
+    pub connections_per_user: usize,
+    /// Seconds allowed for a request head (slowloris).
+    pub header_timeout_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            frame_max_bytes: 65_536,
+            content_max_chars: 4096,
+            messages_per_sec: 20,
+            messages_burst: 40,
+            typing_per_sec: 1,
+            outbound_queue_frames: 1024,
+            ping_secs: 30,
+            idle_timeout_secs: 75,
+            connections_per_user: 50,
+            header_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Deadline for a write to commit before the sender gets `unavailable`, ms.
+    pub write_timeout_ms: u64,
+    /// Most rows in one group commit.
+    pub batch_max: usize,
+    /// Writes waiting for the writer before new ones get `unavailable` at once.
+    pub queue_max: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { write_timeout_ms: 5000, batch_max: 1000, queue_max: 20_000 }
+    }
+}
+
+/// `[sync]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Most messages replayed per room per `sync`.
+    pub max_replay: i64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self { max_replay: 1000 }
+    }
+}
+
+/// `[presence]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// Rooms with more members get no `presence` events.
+    pub max_room_members: i64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self { max_room_members: 200 }
+    }
+}
+
+/// `[notify]`
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Run notification workers inside `serve`.
+    pub in_process: bool,
+    /// Deliveries tried before a job is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, ms.
+    pub backoff_base_ms: u64,
+    /// Webhook sink URL (`LIVECHAT_NOTIFY_WEBHOOK_URL`).
+    pub webhook_url: Option<String>,
+    /// Webhook HMAC key (`LIVECHAT_NOTIFY_WEBHOOK_SECRET`).
+    pub webhook_secret: Option<String>,
+    /// SMTP relay (`LIVECHAT_SMTP_URL`).
+    pub smtp_url: Option<String>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            in_process: true,
+            max_attempts: 8,
+            backoff_base_ms: 500,
+            webhook_url: None,
+            webhook_secret: None,
+            smtp_url: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for NotifyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyConfig")
+            .field("in_process", &self.in_process)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff_base_ms", &self.backoff_base_ms)
+            .field("webhook_url", &self.webhook_url)
+            .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "<redacted>"))
+            .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
+            .finish()
+    }
+}
+
+/// `[node]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Node name (`LIVECHAT_NODE_ID`); default hostname + pid.
+    pub id: Option<String>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing filter (`LIVECHAT_LOG`).
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: "text".into() }
+    }
+}
+
+/// Short variables of SPEC §1 and the key each one sets.
+const SHORT_VARS: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("REDIS_URL", "redis.url"),
+    ("LIVECHAT_LISTEN", "server.listen"),
+    ("LIVECHAT_JWT_SECRET", "auth.jwt_secret"),
+    ("LIVECHAT_ADMIN_TOKEN", "auth.admin_token"),
+    ("LIVECHAT_NOTIFY_WEBHOOK_URL", "notify.webhook_url"),
+    ("LIVECHAT_NOTIFY_WEBHOOK_SECRET", "notify.webhook_secret"),
+    ("LIVECHAT_SMTP_URL", "notify.smtp_url"),
+    ("LIVECHAT_NODE_ID", "node.id"),
+    ("LIVECHAT_ALLOWED_ORIGINS", "server.allowed_origins"),
+    ("LIVECHAT_LOG", "log.level"),
+];
+
+impl Config {
+    /// Loads defaults, the optional TOML file and the environment, then validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        // Heroku-style `PORT`: listen on every interface at that port unless LIVECHAT_LISTEN says otherwise.
+        if let Ok(port) = std::env::var("PORT") {
+            if std::env::var_os("LIVECHAT_LISTEN").is_none() {
+                fig = fig.merge(Serialized::default("server.listen", format!("0.0.0.0:{port}")));
+            }
+        }
+        for (var, key) in SHORT_VARS {
+            if let Ok(value) = std::env::var(var) {
+                // Taken as plain strings: a numeric-looking secret must stay a string.
+                fig = fig.merge(Serialized::default(key, value));
+            }
+        }
+        fig = fig.merge(
+            Env::prefixed("LIVECHAT_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
+        let config: Config = fig.extract().map_err(|e| ConfigError::Invalid(one_line(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Rejects values that would make the server misbehave rather than fail loudly.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let checks: [(bool, &str); 12] = [
+            (l.frame_max_bytes >= 128, "limits.frame_max_bytes must be at least 128"),
+            (l.content_max_chars >= 1, "limits.content_max_chars must be at least 1"),
+            (l.messages_per_sec >= 1, "limits.messages_per_sec must be at least 1"),
+            (l.messages_burst >= 1, "limits.messages_burst must be at least 1"),
+            (l.typing_per_sec >= 1, "limits.typing_per_sec must be at least 1"),
+            (l.outbound_queue_frames >= 1, "limits.outbound_queue_frames must be at least 1"),
+            (l.ping_secs >= 1, "limits.ping_secs must be at least 1"),
+            (l.idle_timeout_secs >= 1, "limits.idle_timeout_secs must be at least 1"),
+            (l.connections_per_user >= 1, "limits.connections_per_user must be at least 1"),
+            (self.storage.batch_max >= 1, "storage.batch_max must be at least 1"),
+            (self.sync.max_replay >= 1, "sync.max_replay must be at least 1"),
+            (
+                self.log.format == "text" || self.log.format == "json",
+                "log.format must be \"text\" or \"json\"",
+            ),
+        ];
+        if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err(ConfigError::Invalid((*msg).to_string()));
+        }
+        if l.header_timeout_secs == 0 {
+            return Err(ConfigError::Invalid("limits.header_timeout_secs must be at least 1".into()));
+        }
+        self.listen_addr()?;
+        Ok(())
+    }
+
+    /// The parsed listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_addr("server.listen", &self.server.listen)
+    }
+
+    /// The parsed metrics-only address, if configured.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.server
+            .metrics_listen
+            .as_deref()
+            .map(|a| parse_addr("server.metrics_listen", a))
+            .transpose()
+    }
+
+    /// `storage.write_timeout_ms` as a duration.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.storage.write_timeout_ms)
+    }
+
+    /// This node's name.
+    pub fn node_id(&self) -> String {
+        self.node.id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "livechat".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    value
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .ok_or_else(|| ConfigError::Invalid(format!("{key} = {value:?} is not a host:port address")))
+}
+
+/// Figment errors can span lines; the CLI promises one.
+fn one_line(e: &figment::Error) -> String {
+    e.to_string().replace('\n', " ")
+}
+
+/// Hides the password of a URL for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Accepts a TOML list or a comma-separated string (how lists arrive from the environment).
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        Str(String),
+    }
+    Ok(match ListOrString::deserialize(d)? {
+        ListOrString::List(v) => v,
+        ListOrString::Str(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_password() {
+        assert_eq!(redact_url("postgres://u:secret@h:5/db"), "postgres://u:***@h:5/db");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+    }
+
+    #[test]
+    fn defaults_validate() {
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn bad_limit_rejected() {
+        let mut c = Config::default();
+        c.limits.messages_per_sec = 0;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,252 @@
+//! REST handlers (SPEC §4).
+
+use bytes::Bytes;
+use chrono::DateTime;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{bearer, json, query_param, read_json};
+use crate::app::App;
+use crate::error::{ApiError, StoreError};
+use crate::ws::protocol::DEFAULT_ROOM;
+
+type Reply = Result<Response<Full<Bytes>>, ApiError>;
+
+/// Who is calling.
+enum Caller {
+    Admin,
+    User(i64),
+}
+
+fn caller(app: &App, req: &Request<Incoming>) -> Result<Caller, ApiError> {
+    let token = bearer(req.headers()).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
+    if app.auth.is_admin(token) {
+        return Ok(Caller::Admin);
+    }
+    Ok(Caller::User(app.auth.verify(token)?.user_id))
+}
+
+fn user(app: &App, req: &Request<Incoming>) -> Result<i64, ApiError> {
+    match caller(app, req)? {
+        Caller::User(id) => Ok(id),
+        Caller::Admin => Err(ApiError::forbidden("this endpoint takes a user token, not the admin token")),
+    }
+}
+
+fn admin(app: &App, req: &Request<Incoming>) -> Result<(), ApiError> {
+    match caller(app, req)? {
+        Caller::Admin => Ok(()),
+        Caller::User(_) => Err(ApiError::forbidden("admin token required")),
+    }
+}
+
+fn parse_id(s: &str, what: &str) -> Result<i64, ApiError> {
+    s.parse::<i64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| ApiError::bad_request(format!("{what} must be a positive integer")))
+}
+
+/// 404 for no such room, 403 for a non-member.
+async fn require_member(app: &App, room: i64, user: i64) -> Result<(), ApiError> {
+    match app.store.membership(room, user).await? {
+        None => Err(ApiError::not_found("no such room")),
+        Some(false) => Err(ApiError::forbidden("you are not a member of this room")),
+        Some(true) => Ok(()),
+    }
+}
+
+/// `GET /readyz`: 200 when PostgreSQL answers and the server is not draining.
+pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
+    let pg = app.store.ping().await;
+    metrics::gauge!("livechat_postgres_up").set(if pg { 1.0 } else { 0.0 });
+    let mut down = Vec::new();
+    if !pg {
+        down.push("postgres");
+    }
+    if app.is_draining() {
+        down.push("draining");
+    }
+    if down.is_empty() {
+        json(StatusCode::OK, &json!({"status": "ready", "postgres": "up"}))
+    } else {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "unavailable", "down": down, "postgres": if pg { "up" } else { "down" }}),
+        )
+    }
+}
+
+/// `GET /chat/history?limit&room_id&before_seq`.
+pub async fn history(app: &App, req: &Request<Incoming>) -> Reply {
+    let me = user(app, req)?;
+    let q = req.uri().query().unwrap_or("");
+    let limit = match query_param(q, "limit") {
+        None => 50,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=500).contains(l))
+            .ok_or_else(|| ApiError::bad_request("limit must be an integer from 1 to 500"))?,
+    };
+    let room = match query_param(q, "room_id") {
+        None => DEFAULT_ROOM,
+        Some(v) => parse_id(&v, "room_id")?,
+    };
+    let before = query_param(q, "before_seq").map(|v| parse_id(&v, "before_seq")).transpose()?;
+    require_member(app, room, me).await?;
+    let page = app.store.history(room, limit, before).await?;
+    Ok(json(StatusCode::OK, &page))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    username: String,
+    email: Option<String>,
+}
+
+/// `POST /v1/users` (admin).
+pub async fn create_user(app: &App, req: Request<Incoming>) -> Reply {
+    admin(app, &req)?;
+    let body: NewUser = read_json(req).await?;
+    let n = body.username.chars().count();
+    if n == 0 || n > 50 || body.username.trim().is_empty() {
+        return Err(ApiError::bad_request("username must be 1 to 50 characters"));
+    }
+    if let Some(email) = &body.email {
+        if email.len() > 254 || !email.contains('@') {
+            return Err(ApiError::bad_request("email is not an e-mail address"));
+        }
+    }
+    match app.store.create_user(&body.username, body.email.as_deref()).await {
+        Ok((id, username)) => Ok(json(StatusCode::CREATED, &json!({"id": id, "username": username}))),
+        Err(StoreError::Conflict(_)) => Err(ApiError::new(crate::error::ErrorCode::Conflict, "username is taken")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    user_id: i64,
+    ttl_secs: Option<u64>,
+}
+
+/// Longest token lifetime the admin API issues (a year).
+const MAX_TTL: u64 = 365 * 24 * 3600;
+
+/// `POST /v1/tokens` (admin).
+pub async fn create_token(app: &App, req: Request<Incoming>) -> Reply {
+    admin(app, &req)?;
+    let body: NewToken = read_json(req).await?;
+    let ttl = body.ttl_secs.unwrap_or(3600);
+    if ttl == 0 || ttl > MAX_TTL {
+        return Err(ApiError::bad_request(format!("ttl_secs must be from 1 to {MAX_TTL}")));
+    }
+    if app.store.username(body.user_id).await?.is_none() {
+        return Err(ApiError::not_found("no such user"));
+    }
+    let (token, exp) = app.auth.issue(body.user_id, ttl)?;
+    let expires_at = DateTime::from_timestamp(exp as i64, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    Ok(json(StatusCode::CREATED, &json!({"token": token, "expires_at": expires_at})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRoom {
+    name: String,
+    #[serde(default)]
+    members: Vec<i64>,
+}
+
+/// `POST /v1/rooms`.
+pub async fn create_room(app: &App, req: Request<Incoming>) -> Reply {
+    let me = user(app, &req)?;
+    let body: NewRoom = read_json(req).await?;
+    let n = body.name.trim().chars().count();
+    if n == 0 || body.name.chars().count() > 100 {
+        return Err(ApiError::bad_request("name must be 1 to 100 characters"));
+    }
+    if body.members.len() > 10_000 {
+        return Err(ApiError::bad_request("at most 10000 members at creation"));
+    }
+    let room = match app.store.create_room(&body.name, me, &body.members).await {
+        Err(StoreError::NotFound) => return Err(ApiError::not_found("a listed member does not exist")),
+        r => r?,
+    };
+    for uid in body.members.iter().copied().chain([me]) {
+        app.registry.joined(uid, room.id, &app.bus);
+    }
+    Ok(json(StatusCode::CREATED, &room))
+}
+
+/// `GET /v1/rooms`.
+pub async fn list_rooms(app: &App, req: &Request<Incoming>) -> Reply {
+    let me = user(app, req)?;
+    Ok(json(StatusCode::OK, &app.store.rooms_of(me).await?))
+}
+
+/// `GET /v1/rooms/{id}/members`.
+pub async fn list_members(app: &App, req: &Request<Incoming>, id: &str) -> Reply {
+    let me = user(app, req)?;
+    let room = parse_id(id, "room id")?;
+    require_member(app, room, me).await?;
+    let mut members = app.store.members(room).await?;
+    for m in &mut members {
+        m.online = app.registry.is_online(m.user_id);
+    }
+    Ok(json(StatusCode::OK, &members))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMember {
+    user_id: i64,
+}
+
+/// `POST /v1/rooms/{id}/members`: a member adds another user.
+pub async fn add_member(app: &App, req: Request<Incoming>, id: &str) -> Reply {
+    let who = caller(app, &req)?;
+    let room = parse_id(id, "room id")?;
+    match who {
+        Caller::User(me) => require_member(app, room, me).await?,
+        Caller::Admin => {
+            if app.store.membership(room, 0).await?.is_none() {
+                return Err(ApiError::not_found("no such room"));
+            }
+        }
+    }
+    let body: NewMember = read_json(req).await?;
+    let added = match app.store.add_member(room, body.user_id).await {
+        Err(StoreError::NotFound) => return Err(ApiError::not_found("no such user")),
+        r => r?,
+    };
+    app.registry.joined(body.user_id, room, &app.bus);
+    let status = if added { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(json(status, &json!({"room_id": room, "user_id": body.user_id})))
+}
+
+/// `DELETE /v1/rooms/{id}/members/{user_id}`: yourself, or anyone with the admin token.
+pub async fn remove_member(app: &App, req: &Request<Incoming>, id: &str, uid: &str) -> Reply {
+    let who = caller(app, req)?;
+    let room = parse_id(id, "room id")?;
+    let target = parse_id(uid, "user id")?;
+    if let Caller::User(me) = who {
+        if me != target {
+            return Err(ApiError::forbidden("you can only remove yourself; the admin token removes others"));
+        }
+    }
+    if !app.store.remove_member(room, target).await? {
+        return Err(ApiError::not_found("not a member of this room"));
+    }
+    app.registry.left(target, room, &app.bus);
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(resp)
+}

@@ -1,0 +1,187 @@
+//! Start-up (migrate, bind, spawn) and the graceful drain, in one place:
+//! signal → readiness off → stop accepting → commit queued writes → close sockets 1001 →
+//! wait for connections → exit, all within `server.drain_secs`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::auth::Auth;
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::error::StoreError;
+use crate::http::listener::{self, Routes};
+use crate::store::{self, Store};
+
+/// Why the server could not start; each renders as one actionable line.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// A required setting is missing.
+    #[error("{0}")]
+    Config(String),
+    /// PostgreSQL cannot be reached or migrated.
+    #[error("cannot use PostgreSQL ({0}); is it running and is DATABASE_URL right?")]
+    Database(StoreError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}; choose another address with LIVECHAT_LISTEN or stop what uses it")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Secrets resolved for this run.
+pub struct Secrets {
+    /// JWT HMAC key.
+    pub jwt_secret: String,
+    /// Admin bearer token.
+    pub admin_token: String,
+}
+
+/// Resolves the secrets: required, or generated with `--dev`.
+pub fn secrets(config: &Config, dev: bool) -> Result<Secrets, StartError> {
+    let gen = || {
+        use rand::distr::{Alphanumeric, SampleString};
+        Alphanumeric.sample_string(&mut rand::rng(), 40)
+    };
+    let pick = |v: &Option<String>, var: &str| match v {
+        Some(s) if !s.is_empty() => Ok(s.clone()),
+        _ if dev => Ok(gen()),
+        _ => Err(StartError::Config(format!("{var} is not set; set it (or run `livechat serve --dev` for local use)"))),
+    };
+    Ok(Secrets {
+        jwt_secret: pick(&config.auth.jwt_secret, "LIVECHAT_JWT_SECRET")?,
+        admin_token: pick(&config.auth.admin_token, "LIVECHAT_ADMIN_TOKEN")?,
+    })
+}
+
+/// Runs `livechat serve` until SIGTERM/SIGINT, then drains.
+pub async fn serve(config: Config, dev: bool) -> Result<(), StartError> {
+    let addr = config.listen_addr().map_err(|e| StartError::Config(e.to_string()))?;
+    if dev && !addr.ip().is_loopback() {
+        return Err(StartError::Config(format!(
+            "--dev refuses to listen on the non-loopback address {addr}; use 127.0.0.1"
+        )));
+    }
+    let secrets = secrets(&config, dev)?;
+    let url = config
+        .database
+        .url
+        .clone()
+        .ok_or_else(|| StartError::Config("DATABASE_URL is not set (postgres://user:pass@host:port/db)".into()))?;
+
+    let applied = store::migrate::run(&url).await.map_err(StartError::Database)?;
+    tracing::info!(applied, "Migrations applied.");
+
+    let db = Store::new(&url, config.database.pool_size, Duration::from_millis(config.database.connect_timeout_ms))
+        .map_err(StartError::Database)?;
+    let bus = Bus::new(db.clone());
+    let (writer, batcher) = store::batcher::new(
+        db.clone(),
+        bus.clone(),
+        config.storage.queue_max,
+        config.storage.batch_max,
+        config.write_timeout(),
+    );
+    let listener = bind(addr)?;
+    let metrics_listener = match config.metrics_addr().map_err(|e| StartError::Config(e.to_string()))? {
+        Some(a) => Some(bind(a)?),
+        None => None,
+    };
+    let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+    let auth = Auth::new(&secrets.jwt_secret, &secrets.admin_token, config.auth.leeway_secs);
+    let metrics = crate::telemetry::install_metrics();
+    let drain_secs = config.server.drain_secs;
+    let app = App::new(config, db, writer, bus, auth, metrics);
+
+    if dev {
+        print_dev_banner(&app, &secrets, local).await;
+    }
+
+    let drain_writer = CancellationToken::new();
+    let batcher_task = tokio::spawn(batcher.run(drain_writer.clone()));
+    let stop_accept = CancellationToken::new();
+    let accept = tokio::spawn(listener::serve(app.clone(), listener, Routes::All, stop_accept.clone()));
+    if let Some(l) = metrics_listener {
+        tokio::spawn(listener::serve(app.clone(), l, Routes::Metrics, stop_accept.clone()));
+    }
+    // The one stdout line tests and scripts wait for.
+    println!("listening on {local}");
+    tracing::info!(%local, node = %app.config.node_id(), "Listening.");
+
+    wait_for_signal().await;
+    tracing::info!(drain_secs, "Draining.");
+    let drained = tokio::time::timeout(Duration::from_secs(drain_secs), async {
+        app.start_draining();
+        stop_accept.cancel();
+        let _ = accept.await;
+        // Commit every queued write; its echoes go out before the sockets close.
+        drain_writer.cancel();
+        let _ = batcher_task.await;
+        app.shutdown.cancel();
+        app.tasks.close();
+        app.tasks.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("Drain deadline reached; exiting with connections still open.");
+    }
+    tracing::info!("Stopped.");
+    Ok(())
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let err = |source| StartError::Bind { addr, source };
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(4096).map_err(err)?;
+    TcpListener::from_std(socket.into()).map_err(err)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::error!("Cannot install signal handlers; stop with SIGKILL.");
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+/// `--dev`: prints the generated secrets and a token for a `demo` user.
+async fn print_dev_banner(app: &App, secrets: &Secrets, addr: SocketAddr) {
+    let demo = match app.store.create_user("demo", None).await {
+        Ok((id, _)) => Some(id),
+        Err(StoreError::Conflict(_)) => lookup_demo(app).await,
+        Err(_) => None,
+    };
+    println!("livechat --dev (local use only)");
+    println!("  LIVECHAT_JWT_SECRET={}", secrets.jwt_secret);
+    println!("  LIVECHAT_ADMIN_TOKEN={}", secrets.admin_token);
+    if let Some(id) = demo {
+        if let Ok((token, _)) = app.auth.issue(id, 24 * 3600) {
+            println!("  sample client token (user {id} \"demo\", 24 h): {token}");
+            println!("  connect: ws://{addr}/ws/chat?token={token}");
+        }
+    }
+}
+
+async fn lookup_demo(app: &App) -> Option<i64> {
+    let c = app.store.conn().await.ok()?;
+    let row = c.query_opt("SELECT id FROM users WHERE username = 'demo'", &[]).await.ok()??;
+    Some(row.get(0))
+}

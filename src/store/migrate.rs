@@ -1,0 +1,31 @@
+//! Schema migrations from `migrations/`, embedded at build time and tracked by refinery in
+//! `refinery_schema_history`. An advisory lock serialises nodes starting at once.
+
+use crate::error::StoreError;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Arbitrary constant key for `pg_advisory_lock`: "livechat" in ASCII.
+const LOCK_KEY: i64 = 0x6c69_7665_6368_6174;
+
+/// Applies pending migrations; returns how many were applied.
+pub async fn run(url: &str) -> Result<usize, StoreError> {
+    let cfg = super::parse_url(url)?;
+    let (mut client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(StoreError::from)?;
+    let driver = tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "Migration connection closed.");
+        }
+    });
+    client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?;
+    let report = embedded::migrations::runner()
+        .run_async(&mut client)
+        .await
+        .map_err(|e| StoreError::Db(format!("migration failed: {e}")));
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await;
+    drop(client);
+    let _ = driver.await;
+    Ok(report?.applied_migrations().len())
+}

@@ -1,0 +1,350 @@
+//! Read queries and the admin/membership writes (low rate; messages and receipts go through
+//! the batcher). All SQL is parameterised.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::Row;
+
+use super::Store;
+use crate::error::StoreError;
+use crate::ws::protocol::{rfc3339, MessageEvent, DEFAULT_ROOM};
+
+/// A room as the REST API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Room {
+    /// Id.
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+    /// Creation time.
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    /// Highest committed seq.
+    pub last_seq: i64,
+}
+
+/// A room with the caller's receipt watermarks (`GET /v1/rooms`).
+#[derive(Debug, Clone, Serialize)]
+pub struct MyRoom {
+    /// The room.
+    #[serde(flatten)]
+    pub room: Room,
+    /// Caller's delivered watermark.
+    pub delivered_seq: i64,
+    /// Caller's read watermark.
+    pub read_seq: i64,
+}
+
+/// A member row (`GET /v1/rooms/{id}/members`); `online` is filled in from presence.
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    /// User id.
+    pub user_id: i64,
+    /// Username.
+    pub username: String,
+    /// Whether the user has a live connection.
+    pub online: bool,
+    /// Delivered watermark.
+    pub delivered_seq: i64,
+    /// Read watermark ("seen by").
+    pub read_seq: i64,
+}
+
+/// Author block of a history message.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sender {
+    /// User id.
+    pub id: i64,
+    /// Username.
+    pub username: String,
+}
+
+/// A message as `GET /chat/history` returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryMessage {
+    /// Global id.
+    pub id: i64,
+    /// Room.
+    pub room_id: i64,
+    /// Per-room seq.
+    pub seq: i64,
+    /// Author id.
+    pub sender_id: i64,
+    /// Author.
+    pub sender: Sender,
+    /// Text.
+    pub content: String,
+    /// Commit time.
+    #[serde(serialize_with = "rfc3339")]
+    pub timestamp: DateTime<Utc>,
+    /// Some recipient reported delivery.
+    pub delivered: bool,
+    /// Some recipient reported reading.
+    pub read: bool,
+    /// Sender's idempotency key.
+    pub client_msg_id: Option<String>,
+}
+
+/// A user's membership as a connection needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Membership {
+    /// Room.
+    pub room_id: i64,
+    /// Members of the room (for the presence cut-off).
+    pub member_count: i64,
+}
+
+/// What a receipt needs to know about the message it names.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageMeta {
+    /// Room.
+    pub room_id: i64,
+    /// Seq in the room.
+    pub seq: i64,
+    /// Author.
+    pub sender_id: i64,
+}
+
+const MESSAGE_COLUMNS: &str = "id, room_id, seq, sender_id, content, created_at, client_msg_id";
+
+/// Decodes a row selected with [`MESSAGE_COLUMNS`].
+pub fn message_from_row(r: &Row) -> MessageEvent {
+    MessageEvent {
+        id: r.get(0),
+        room_id: r.get(1),
+        seq: r.get(2),
+        sender_id: r.get(3),
+        content: r.get(4),
+        timestamp: r.get(5),
+        client_msg_id: r.get(6),
+    }
+}
+
+fn room_from_row(r: &Row) -> Room {
+    Room { id: r.get("id"), name: r.get("name"), created_at: r.get("created_at"), last_seq: r.get("last_seq") }
+}
+
+impl Store {
+    /// Creates a user and makes them a member of room 1.
+    pub async fn create_user(&self, username: &str, email: Option<&str>) -> Result<(i64, String), StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let row = tx
+            .query_one(
+                "INSERT INTO users (username, email) VALUES ($1, $2) RETURNING id, username",
+                &[&username, &email],
+            )
+            .await?;
+        let id: i64 = row.get(0);
+        tx.execute(
+            "INSERT INTO room_members (room_id, user_id) VALUES ($1, $2)",
+            &[&DEFAULT_ROOM, &id],
+        )
+        .await?;
+        tx.execute("UPDATE rooms SET member_count = member_count + 1 WHERE id = $1", &[&DEFAULT_ROOM])
+            .await?;
+        tx.commit().await?;
+        Ok((id, row.get(1)))
+    }
+
+    /// The username of a user, if they exist.
+    pub async fn username(&self, user_id: i64) -> Result<Option<String>, StoreError> {
+        let c = self.conn().await?;
+        let row = c.query_opt("SELECT username FROM users WHERE id = $1", &[&user_id]).await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// The rooms a user belongs to, or `None` if the user does not exist.
+    pub async fn memberships(&self, user_id: i64) -> Result<Option<Vec<Membership>>, StoreError> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT u.id, r.id, r.member_count::BIGINT FROM users u \
+                 LEFT JOIN room_members m ON m.user_id = u.id \
+                 LEFT JOIN rooms r ON r.id = m.room_id WHERE u.id = $1",
+                &[&user_id],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            rows.iter()
+                .filter_map(|r| {
+                    let room_id: Option<i64> = r.get(1);
+                    room_id.map(|room_id| Membership { room_id, member_count: r.get::<_, Option<i64>>(2).unwrap_or(0) })
+                })
+                .collect(),
+        ))
+    }
+
+    /// Creates a room whose members are the creator and `members` (all must exist).
+    pub async fn create_room(&self, name: &str, creator: i64, members: &[i64]) -> Result<Room, StoreError> {
+        let mut ids: Vec<i64> = members.iter().copied().chain([creator]).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let found: i64 = tx
+            .query_one("SELECT count(*) FROM users WHERE id = ANY($1)", &[&ids])
+            .await?
+            .get(0);
+        if found != ids.len() as i64 {
+            return Err(StoreError::NotFound);
+        }
+        let row = tx
+            .query_one(
+                "INSERT INTO rooms (name, member_count) VALUES ($1, $2) \
+                 RETURNING id, name, created_at, last_seq",
+                &[&name, &(ids.len() as i32)],
+            )
+            .await?;
+        let room = room_from_row(&row);
+        tx.execute(
+            "INSERT INTO room_members (room_id, user_id) SELECT $1, unnest($2::BIGINT[])",
+            &[&room.id, &ids],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(room)
+    }
+
+    /// Rooms of a user with their watermarks.
+    pub async fn rooms_of(&self, user_id: i64) -> Result<Vec<MyRoom>, StoreError> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT r.id, r.name, r.created_at, r.last_seq, m.delivered_seq, m.read_seq \
+                 FROM room_members m JOIN rooms r ON r.id = m.room_id \
+                 WHERE m.user_id = $1 ORDER BY r.id",
+                &[&user_id],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| MyRoom { room: room_from_row(r), delivered_seq: r.get(4), read_seq: r.get(5) })
+            .collect())
+    }
+
+    /// Whether a room exists and whether `user_id` is a member: `None` = no such room.
+    pub async fn membership(&self, room_id: i64, user_id: i64) -> Result<Option<bool>, StoreError> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt(
+                "SELECT EXISTS (SELECT 1 FROM room_members WHERE room_id = $1 AND user_id = $2) \
+                 FROM rooms WHERE id = $1",
+                &[&room_id, &user_id],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Members of a room, ordered by user id (`online` false; the caller fills it in).
+    pub async fn members(&self, room_id: i64) -> Result<Vec<Member>, StoreError> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT m.user_id, u.username, m.delivered_seq, m.read_seq \
+                 FROM room_members m JOIN users u ON u.id = m.user_id \
+                 WHERE m.room_id = $1 ORDER BY m.user_id",
+                &[&room_id],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Member {
+                user_id: r.get(0),
+                username: r.get(1),
+                online: false,
+                delivered_seq: r.get(2),
+                read_seq: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Adds a member; `Ok(false)` if they already were one. The user must exist.
+    pub async fn add_member(&self, room_id: i64, user_id: i64) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        if tx.query_opt("SELECT 1 FROM users WHERE id = $1", &[&user_id]).await?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let n = tx
+            .execute(
+                "INSERT INTO room_members (room_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&room_id, &user_id],
+            )
+            .await?;
+        if n == 1 {
+            tx.execute("UPDATE rooms SET member_count = member_count + 1 WHERE id = $1", &[&room_id])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// Removes a member; `Ok(false)` if they were not one.
+    pub async fn remove_member(&self, room_id: i64, user_id: i64) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let n = tx
+            .execute("DELETE FROM room_members WHERE room_id = $1 AND user_id = $2", &[&room_id, &user_id])
+            .await?;
+        if n == 1 {
+            tx.execute("UPDATE rooms SET member_count = member_count - 1 WHERE id = $1", &[&room_id])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// A page of history, newest first.
+    pub async fn history(&self, room_id: i64, limit: i64, before_seq: Option<i64>) -> Result<Vec<HistoryMessage>, StoreError> {
+        let c = self.conn().await?;
+        let before = before_seq.unwrap_or(i64::MAX);
+        let rows = c
+            .query(
+                "SELECT m.id, m.room_id, m.seq, m.sender_id, u.username, m.content, m.created_at, \
+                        m.delivered, m.read, m.client_msg_id \
+                 FROM messages m JOIN users u ON u.id = m.sender_id \
+                 WHERE m.room_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3",
+                &[&room_id, &before, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| HistoryMessage {
+                id: r.get(0),
+                room_id: r.get(1),
+                seq: r.get(2),
+                sender_id: r.get(3),
+                sender: Sender { id: r.get(3), username: r.get(4) },
+                content: r.get(5),
+                timestamp: r.get(6),
+                delivered: r.get(7),
+                read: r.get(8),
+                client_msg_id: r.get(9),
+            })
+            .collect())
+    }
+
+    /// Room, seq and author of a message.
+    pub async fn message_meta(&self, message_id: i64) -> Result<Option<MessageMeta>, StoreError> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt("SELECT room_id, seq, sender_id FROM messages WHERE id = $1", &[&message_id])
+            .await?;
+        Ok(row.map(|r| MessageMeta { room_id: r.get(0), seq: r.get(1), sender_id: r.get(2) }))
+    }
+
+    /// Messages of a room with `after < seq < before`, ascending, at most `limit`.
+    pub async fn messages_between(&self, room_id: i64, after: i64, before: i64, limit: i64) -> Result<Vec<MessageEvent>, StoreError> {
+        let c = self.conn().await?;
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND seq > $2 AND seq < $3 \
+             ORDER BY seq LIMIT $4"
+        );
+        let rows = c.query(&sql, &[&room_id, &after, &before, &limit]).await?;
+        Ok(rows.iter().map(message_from_row).collect())
+    }
+}
