@@ -86,7 +86,9 @@ impl Auth {
     /// Constant-time comparison with the admin token.
     pub fn is_admin(&self, token: &str) -> bool {
         let (a, b) = (token.as_bytes(), self.admin_token.as_bytes());
-        !self.admin_token.is_empty() && a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        !self.admin_token.is_empty()
+            && a.len() == b.len()
+            && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 }
 

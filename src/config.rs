@@ -135,9 +135,7 @@ pub struct RedisConfig {
 
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("url", &self.url.as_deref().map(redact_url))
-            .finish()
+        f.debug_struct("RedisConfig").field("url", &self.url.as_deref().map(redact_url)).finish()
     }
 }
 
@@ -319,10 +317,7 @@ impl Config {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = path {
             if !path.exists() {
-                return Err(ConfigError::Invalid(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
+                return Err(ConfigError::Invalid(format!("config file {} does not exist", path.display())));
             }
             fig = fig.merge(Toml::file(path));
         }
@@ -338,11 +333,7 @@ impl Config {
                 fig = fig.merge(Serialized::default(key, value));
             }
         }
-        fig = fig.merge(
-            Env::prefixed("LIVECHAT_")
-                .filter(|k| k.as_str().contains("__"))
-                .split("__"),
-        );
+        fig = fig.merge(Env::prefixed("LIVECHAT_").filter(|k| k.as_str().contains("__")).split("__"));
         let config: Config = fig.extract().map_err(|e| ConfigError::Invalid(one_line(&e)))?;
         config.validate()?;
         Ok(config)
@@ -363,10 +354,7 @@ impl Config {
             (l.connections_per_user >= 1, "limits.connections_per_user must be at least 1"),
             (self.storage.batch_max >= 1, "storage.batch_max must be at least 1"),
             (self.sync.max_replay >= 1, "sync.max_replay must be at least 1"),
-            (
-                self.log.format == "text" || self.log.format == "json",
-                "log.format must be \"text\" or \"json\"",
-            ),
+            (self.log.format == "text" || self.log.format == "json", "log.format must be \"text\" or \"json\""),
         ];
         if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
             return Err(ConfigError::Invalid((*msg).to_string()));
@@ -385,11 +373,7 @@ impl Config {
 
     /// The parsed metrics-only address, if configured.
     pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        self.server
-            .metrics_listen
-            .as_deref()
-            .map(|a| parse_addr("server.metrics_listen", a))
-            .transpose()
+        self.server.metrics_listen.as_deref().map(|a| parse_addr("server.metrics_listen", a)).transpose()
     }
 
     /// `storage.write_timeout_ms` as a duration.
@@ -446,12 +430,7 @@ fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
     }
     Ok(match ListOrString::deserialize(d)? {
         ListOrString::List(v) => v,
-        ListOrString::Str(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect(),
+        ListOrString::Str(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
     })
 }
 

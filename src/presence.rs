@@ -147,10 +147,7 @@ impl Registry {
 
     /// Every live connection (for shutdown).
     pub fn all(&self) -> Vec<Arc<ConnHandle>> {
-        self.shards
-            .iter()
-            .flat_map(|s| lock(s).values().flat_map(|e| e.conns.clone()).collect::<Vec<_>>())
-            .collect()
+        self.shards.iter().flat_map(|s| lock(s).values().flat_map(|e| e.conns.clone()).collect::<Vec<_>>()).collect()
     }
 
     /// A membership was added: the user's live connections start receiving the room.

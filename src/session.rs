@@ -97,7 +97,8 @@ impl Session {
             if self.strikes > self.strike_limit {
                 return Some(CloseReq { code: 1008, reason: "rate limit exceeded", flush: true });
             }
-            let err = ApiError { retry_after_ms: Some(wait_ms), ..ApiError::new(ErrorCode::RateLimited, "too many events") };
+            let err =
+                ApiError { retry_after_ms: Some(wait_ms), ..ApiError::new(ErrorCode::RateLimited, "too many events") };
             self.send_error(&err, reference_of(&event).as_ref());
             return None;
         }
@@ -110,7 +111,10 @@ impl Session {
                     return None;
                 }
                 if self.app.is_draining() {
-                    self.send_error(&ApiError::unavailable("server is restarting, retry on another connection", 1000), reference.as_ref());
+                    self.send_error(
+                        &ApiError::unavailable("server is restarting, retry on another connection", 1000),
+                        reference.as_ref(),
+                    );
                     return None;
                 }
                 let write = Write::Message { room_id, sender_id: me, content, client_msg_id };

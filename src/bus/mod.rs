@@ -75,16 +75,13 @@ pub struct Bus {
 impl Bus {
     /// A bus whose gap fills read from `store`.
     pub fn new(store: Store) -> Arc<Self> {
-        Arc::new_cyclic(|me| Bus {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-            store,
-            me: me.clone(),
-        })
+        Arc::new_cyclic(|me| Bus { shards: (0..SHARDS).map(|_| Shard::default()).collect(), store, me: me.clone() })
     }
 
     fn shard(&self, room: i64) -> &Shard {
         // Fixed hasher: stable across runs, cheap, spreads sequential ids.
-        let mut h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().build_hasher();
+        let mut h =
+            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().build_hasher();
         h.write_i64(room);
         &self.shards[(h.finish() as usize) % self.shards.len()]
     }

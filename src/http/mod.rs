@@ -48,7 +48,16 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>, permit: Permit) -> Res
             rest::add_member(&app, req, &id).await
         }
         (&Method::DELETE, ["v1", "rooms", id, "members", uid]) => rest::remove_member(&app, &req, id, uid).await,
-        (_, ["ws", "chat"] | ["healthz"] | ["readyz"] | ["chat", "history"] | ["v1", "users"] | ["v1", "tokens"] | ["v1", "rooms"])
+        (
+            _,
+            ["ws", "chat"]
+            | ["healthz"]
+            | ["readyz"]
+            | ["chat", "history"]
+            | ["v1", "users"]
+            | ["v1", "tokens"]
+            | ["v1", "rooms"],
+        )
         | (_, ["v1", "rooms", _, "members"])
         | (_, ["v1", "rooms", _, "members", _]) => {
             let e = ApiError::bad_request(format!("method {method} is not allowed here"));
@@ -72,8 +81,7 @@ fn metrics_response(app: &App) -> Response<Full<Bytes>> {
     crate::telemetry::refresh_process_metrics(app);
     let body = app.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
     let mut resp = Response::new(Full::new(Bytes::from(body)));
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     resp
 }
 

@@ -118,10 +118,7 @@ pub struct Batcher {
 pub fn new(store: Store, bus: Arc<Bus>, queue_max: usize, batch_max: usize, timeout: Duration) -> (Writer, Batcher) {
     let (tx, rx) = mpsc::channel(queue_max.max(1));
     let depth = Arc::new(AtomicU64::new(0));
-    (
-        Writer { tx, timeout, depth: depth.clone() },
-        Batcher { rx, store, bus, batch_max, timeout, depth },
-    )
+    (Writer { tx, timeout, depth: depth.clone() }, Batcher { rx, store, bus, batch_max, timeout, depth })
 }
 
 /// How an attempt to commit a batch failed.
@@ -132,14 +129,35 @@ enum Failure {
     Unknown(StoreError),
 }
 
+/// A committed receipt as the room sees it: the message's booleans after the update.
+struct ReceiptRelay {
+    room_id: i64,
+    user_id: i64,
+    message_id: i64,
+    delivered: bool,
+    read: bool,
+}
+
+/// A receipt of the batch, by position.
+struct ReceiptRow {
+    pos: usize,
+    room_id: i64,
+    user_id: i64,
+    message_id: i64,
+    seq: i64,
+    sender_id: i64,
+    delivered: bool,
+    read: bool,
+}
+
 /// A committed batch: what to publish and whom to answer.
 struct Committed {
     /// New messages per batch position.
     new: Vec<(usize, MessageEvent)>,
     /// Idempotent repeats: batch position → the original row.
     repeats: Vec<(usize, MessageEvent)>,
-    /// Receipts: batch position → (room, user, message_id, delivered, read) after update.
-    receipts: Vec<(usize, (i64, i64, i64, bool, bool))>,
+    /// Receipts: batch position → the relay to publish.
+    receipts: Vec<(usize, ReceiptRelay)>,
     /// Positions that failed on their own (e.g. unknown room).
     failed: Vec<(usize, ApiError)>,
 }
@@ -248,10 +266,7 @@ impl Batcher {
         if !msgs.is_empty() {
             // Idempotency: rows already stored for (sender, client_msg_id), and repeats inside
             // this batch, get the original instead of a new row.
-            let keyed: Vec<(i64, String)> = msgs
-                .iter()
-                .filter_map(|m| m.4.map(|k| (m.2, k.to_string())))
-                .collect();
+            let keyed: Vec<(i64, String)> = msgs.iter().filter_map(|m| m.4.map(|k| (m.2, k.to_string()))).collect();
             let mut existing: HashMap<(i64, String), MessageEvent> = HashMap::new();
             if !keyed.is_empty() {
                 let senders: Vec<i64> = keyed.iter().map(|k| k.0).collect();
@@ -364,12 +379,12 @@ impl Batcher {
         }
 
         // --- receipts: coalesced into one watermark update per (room, user) ---
-        let receipts: Vec<(usize, i64, i64, i64, i64, i64, bool, bool)> = batch
+        let receipts: Vec<ReceiptRow> = batch
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| match r.write {
+            .filter_map(|(pos, r)| match r.write {
                 Write::Receipt { room_id, user_id, message_id, seq, sender_id, delivered, read } => {
-                    Some((i, room_id, user_id, message_id, seq, sender_id, delivered, read))
+                    Some(ReceiptRow { pos, room_id, user_id, message_id, seq, sender_id, delivered, read })
                 }
                 Write::Message { .. } => None,
             })
@@ -377,18 +392,18 @@ impl Batcher {
         if !receipts.is_empty() {
             let mut marks: HashMap<(i64, i64), (i64, i64)> = HashMap::new();
             let mut flags: HashMap<i64, (bool, bool)> = HashMap::new();
-            for &(_, room, user, mid, seq, sender, d, r) in &receipts {
-                let e = marks.entry((room, user)).or_default();
-                if d || r {
-                    e.0 = e.0.max(seq);
+            for rc in &receipts {
+                let e = marks.entry((rc.room_id, rc.user_id)).or_default();
+                if rc.delivered || rc.read {
+                    e.0 = e.0.max(rc.seq);
                 }
-                if r {
-                    e.1 = e.1.max(seq);
+                if rc.read {
+                    e.1 = e.1.max(rc.seq);
                 }
-                let f = flags.entry(mid).or_default();
-                if user != sender {
-                    f.0 |= d || r;
-                    f.1 |= r;
+                let f = flags.entry(rc.message_id).or_default();
+                if rc.user_id != rc.sender_id {
+                    f.0 |= rc.delivered || rc.read;
+                    f.1 |= rc.read;
                 }
             }
             let (mut rooms, mut users, mut ds, mut rs) = (vec![], vec![], vec![], vec![]);
@@ -423,10 +438,19 @@ impl Batcher {
                 .await
                 .map_err(retry)?;
             let state: HashMap<i64, (bool, bool)> = rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
-            for &(pos, room, user, mid, ..) in &receipts {
-                match state.get(&mid) {
-                    Some(&(d, r)) => done.receipts.push((pos, (room, user, mid, d, r))),
-                    None => done.failed.push((pos, ApiError::not_found("no such message"))),
+            for rc in &receipts {
+                match state.get(&rc.message_id) {
+                    Some(&(delivered, read)) => done.receipts.push((
+                        rc.pos,
+                        ReceiptRelay {
+                            room_id: rc.room_id,
+                            user_id: rc.user_id,
+                            message_id: rc.message_id,
+                            delivered,
+                            read,
+                        },
+                    )),
+                    None => done.failed.push((rc.pos, ApiError::not_found("no such message"))),
                 }
             }
         }
@@ -441,8 +465,9 @@ impl Batcher {
         for (_, m) in &done.new {
             self.bus.publish_message(m.room_id, m.seq, protocol::message_frame(m));
         }
-        for (_, (room, user, mid, d, r)) in &done.receipts {
-            self.bus.publish(*room, protocol::status_frame(*mid, *room, *user, *d, *r), None);
+        for (_, r) in &done.receipts {
+            let frame = protocol::status_frame(r.message_id, r.room_id, r.user_id, r.delivered, r.read);
+            self.bus.publish(r.room_id, frame, None);
         }
         for (pos, m) in &done.repeats {
             let _ = batch[*pos].reply.conn.outbox.push(Out::Frame(protocol::message_frame(m)));

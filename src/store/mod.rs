@@ -58,14 +58,10 @@ impl Store {
 
     /// True when PostgreSQL answers a trivial query.
     pub async fn ping(&self) -> bool {
-        match tokio::time::timeout(Duration::from_secs(2), async {
+        let probe = async {
             let c = self.conn().await?;
             c.simple_query("SELECT 1").await.map_err(StoreError::from)
-        })
-        .await
-        {
-            Ok(Ok(_)) => true,
-            _ => false,
-        }
+        };
+        matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok(_)))
     }
 }

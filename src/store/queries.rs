@@ -136,13 +136,8 @@ impl Store {
             )
             .await?;
         let id: i64 = row.get(0);
-        tx.execute(
-            "INSERT INTO room_members (room_id, user_id) VALUES ($1, $2)",
-            &[&DEFAULT_ROOM, &id],
-        )
-        .await?;
-        tx.execute("UPDATE rooms SET member_count = member_count + 1 WHERE id = $1", &[&DEFAULT_ROOM])
-            .await?;
+        tx.execute("INSERT INTO room_members (room_id, user_id) VALUES ($1, $2)", &[&DEFAULT_ROOM, &id]).await?;
+        tx.execute("UPDATE rooms SET member_count = member_count + 1 WHERE id = $1", &[&DEFAULT_ROOM]).await?;
         tx.commit().await?;
         Ok((id, row.get(1)))
     }
@@ -185,10 +180,7 @@ impl Store {
         ids.dedup();
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
-        let found: i64 = tx
-            .query_one("SELECT count(*) FROM users WHERE id = ANY($1)", &[&ids])
-            .await?
-            .get(0);
+        let found: i64 = tx.query_one("SELECT count(*) FROM users WHERE id = ANY($1)", &[&ids]).await?.get(0);
         if found != ids.len() as i64 {
             return Err(StoreError::NotFound);
         }
@@ -200,11 +192,8 @@ impl Store {
             )
             .await?;
         let room = room_from_row(&row);
-        tx.execute(
-            "INSERT INTO room_members (room_id, user_id) SELECT $1, unnest($2::BIGINT[])",
-            &[&room.id, &ids],
-        )
-        .await?;
+        tx.execute("INSERT INTO room_members (room_id, user_id) SELECT $1, unnest($2::BIGINT[])", &[&room.id, &ids])
+            .await?;
         tx.commit().await?;
         Ok(room)
     }
@@ -276,8 +265,7 @@ impl Store {
             )
             .await?;
         if n == 1 {
-            tx.execute("UPDATE rooms SET member_count = member_count + 1 WHERE id = $1", &[&room_id])
-                .await?;
+            tx.execute("UPDATE rooms SET member_count = member_count + 1 WHERE id = $1", &[&room_id]).await?;
         }
         tx.commit().await?;
         Ok(n == 1)
@@ -287,19 +275,22 @@ impl Store {
     pub async fn remove_member(&self, room_id: i64, user_id: i64) -> Result<bool, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
-        let n = tx
-            .execute("DELETE FROM room_members WHERE room_id = $1 AND user_id = $2", &[&room_id, &user_id])
-            .await?;
+        let n =
+            tx.execute("DELETE FROM room_members WHERE room_id = $1 AND user_id = $2", &[&room_id, &user_id]).await?;
         if n == 1 {
-            tx.execute("UPDATE rooms SET member_count = member_count - 1 WHERE id = $1", &[&room_id])
-                .await?;
+            tx.execute("UPDATE rooms SET member_count = member_count - 1 WHERE id = $1", &[&room_id]).await?;
         }
         tx.commit().await?;
         Ok(n == 1)
     }
 
     /// A page of history, newest first.
-    pub async fn history(&self, room_id: i64, limit: i64, before_seq: Option<i64>) -> Result<Vec<HistoryMessage>, StoreError> {
+    pub async fn history(
+        &self,
+        room_id: i64,
+        limit: i64,
+        before_seq: Option<i64>,
+    ) -> Result<Vec<HistoryMessage>, StoreError> {
         let c = self.conn().await?;
         let before = before_seq.unwrap_or(i64::MAX);
         let rows = c
@@ -331,14 +322,18 @@ impl Store {
     /// Room, seq and author of a message.
     pub async fn message_meta(&self, message_id: i64) -> Result<Option<MessageMeta>, StoreError> {
         let c = self.conn().await?;
-        let row = c
-            .query_opt("SELECT room_id, seq, sender_id FROM messages WHERE id = $1", &[&message_id])
-            .await?;
+        let row = c.query_opt("SELECT room_id, seq, sender_id FROM messages WHERE id = $1", &[&message_id]).await?;
         Ok(row.map(|r| MessageMeta { room_id: r.get(0), seq: r.get(1), sender_id: r.get(2) }))
     }
 
     /// Messages of a room with `after < seq < before`, ascending, at most `limit`.
-    pub async fn messages_between(&self, room_id: i64, after: i64, before: i64, limit: i64) -> Result<Vec<MessageEvent>, StoreError> {
+    pub async fn messages_between(
+        &self,
+        room_id: i64,
+        after: i64,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<MessageEvent>, StoreError> {
         let c = self.conn().await?;
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND seq > $2 AND seq < $3 \

@@ -49,9 +49,14 @@ pub async fn chat(app: Arc<App>, req: Request<Incoming>, permit: Permit) -> Resp
     }
 }
 
-async fn chat_inner(app: Arc<App>, mut req: Request<Incoming>, permit: Permit) -> Result<Response<Full<Bytes>>, ApiError> {
+async fn chat_inner(
+    app: Arc<App>,
+    mut req: Request<Incoming>,
+    permit: Permit,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     check_origin(&app, &req)?;
-    let token = token_of(&req).ok_or_else(|| ApiError::unauthorized("missing token: pass ?token= or Authorization: Bearer"))?;
+    let token =
+        token_of(&req).ok_or_else(|| ApiError::unauthorized("missing token: pass ?token= or Authorization: Bearer"))?;
     let identity = app.auth.verify(&token)?;
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return Err(ApiError::bad_request("this endpoint only accepts WebSocket upgrades"));
@@ -59,11 +64,7 @@ async fn chat_inner(app: Arc<App>, mut req: Request<Incoming>, permit: Permit) -
     if app.is_draining() {
         return Err(ApiError::unavailable("server is shutting down", 1000));
     }
-    let rooms = app
-        .store
-        .memberships(identity.user_id)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("unknown user"))?;
+    let rooms = app.store.memberships(identity.user_id).await?.ok_or_else(|| ApiError::unauthorized("unknown user"))?;
     let (resp, upgrade) = fastwebsockets::upgrade::upgrade(&mut req)
         .map_err(|e| ApiError::bad_request(format!("bad upgrade request: {e}")))?;
 
@@ -73,11 +74,8 @@ async fn chat_inner(app: Arc<App>, mut req: Request<Incoming>, permit: Permit) -
         .registry
         .register(identity.user_id, rooms.iter().map(|m| m.room_id), shared, limits.connections_per_user, &app.bus)
         .map_err(|_| ApiError::new(ErrorCode::RateLimited, "too many connections for this user"))?;
-    let presence_rooms: Vec<i64> = rooms
-        .iter()
-        .filter(|m| m.member_count <= app.config.presence.max_room_members)
-        .map(|m| m.room_id)
-        .collect();
+    let presence_rooms: Vec<i64> =
+        rooms.iter().filter(|m| m.member_count <= app.config.presence.max_room_members).map(|m| m.room_id).collect();
     let guard = Registered { app: app.clone(), handle: handle.clone(), presence_rooms };
     if first {
         for &room in &guard.presence_rooms {
@@ -171,7 +169,14 @@ async fn finish_upgrade(upgrade: fastwebsockets::upgrade::UpgradeFut) -> Option<
 }
 
 /// Runs a connection to the end: this task reads, a spawned task writes.
-async fn run(app: Arc<App>, stream: TcpStream, prefix: Bytes, shared: Arc<ConnShared>, mut mode: Mode, timers: WriterTimers) {
+async fn run(
+    app: Arc<App>,
+    stream: TcpStream,
+    prefix: Bytes,
+    shared: Arc<ConnShared>,
+    mut mode: Mode,
+    timers: WriterTimers,
+) {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     let limits = &app.config.limits;
@@ -193,7 +198,11 @@ async fn run(app: Arc<App>, stream: TcpStream, prefix: Bytes, shared: Arc<ConnSh
                     }
                 },
                 Ok(Message::Binary(data)) => match mode {
-                    Mode::Chat(_) => ReadEnd::Violation(CloseReq { code: 1003, reason: "binary frames are not accepted", flush: false }),
+                    Mode::Chat(_) => ReadEnd::Violation(CloseReq {
+                        code: 1003,
+                        reason: "binary frames are not accepted",
+                        flush: false,
+                    }),
                     Mode::Echo => {
                         shared.outbox.push_control(frame::encode(frame::OP_BINARY, &data));
                         continue;

@@ -92,11 +92,7 @@ pub fn decode(text: &[u8], me: i64, limits: DecodeLimits) -> Result<ClientEvent,
         error: ApiError::bad_request(format!("malformed event: {e}")),
         reference: salvage_ref(text),
     })?;
-    let reference = raw
-        .client_msg_id
-        .clone()
-        .map(Value::String)
-        .or_else(|| raw.message_id.map(Value::from));
+    let reference = raw.client_msg_id.clone().map(Value::String).or_else(|| raw.message_id.map(Value::from));
     let reject = |error: ApiError| Rejected { error, reference: reference.clone() };
 
     for claimed in [raw.sender_id, raw.user_id].into_iter().flatten() {
@@ -107,9 +103,8 @@ pub fn decode(text: &[u8], me: i64, limits: DecodeLimits) -> Result<ClientEvent,
     let room_id = raw.room_id.unwrap_or(DEFAULT_ROOM);
     match raw.kind.as_str() {
         "message" => {
-            let content = raw
-                .content
-                .ok_or_else(|| reject(ApiError::bad_request("message needs a string `content`")))?;
+            let content =
+                raw.content.ok_or_else(|| reject(ApiError::bad_request("message needs a string `content`")))?;
             let chars = content.trim().chars().count();
             if chars == 0 {
                 return Err(reject(ApiError::bad_request("content is empty")));
@@ -136,9 +131,8 @@ pub fn decode(text: &[u8], me: i64, limits: DecodeLimits) -> Result<ClientEvent,
             Ok(ClientEvent::Typing { room_id, start })
         }
         "status_update" => {
-            let message_id = raw
-                .message_id
-                .ok_or_else(|| reject(ApiError::bad_request("status_update needs `message_id`")))?;
+            let message_id =
+                raw.message_id.ok_or_else(|| reject(ApiError::bad_request("status_update needs `message_id`")))?;
             let read = raw.read.unwrap_or(false);
             // A bare status_update reports delivery, as the seed client sends it.
             let delivered = raw.delivered.unwrap_or(!read) || read;
@@ -186,10 +180,9 @@ fn opt_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     match Option::<Id>::deserialize(d)? {
         None => Ok(None),
         Some(Id::Num(n)) => Ok(Some(n)),
-        Some(Id::Str(s)) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| serde::de::Error::custom(format!("id {s:?} is not an integer"))),
+        Some(Id::Str(s)) => {
+            s.parse().map(Some).map_err(|_| serde::de::Error::custom(format!("id {s:?} is not an integer")))
+        }
     }
 }
 
@@ -298,12 +291,7 @@ pub fn error_frame(err: &ApiError, reference: Option<&Value>) -> Bytes {
     }
     encode(
         "error",
-        &E {
-            code: err.code.as_str(),
-            message: &err.message,
-            reference,
-            retry_after_ms: err.retry_after_ms,
-        },
+        &E { code: err.code.as_str(), message: &err.message, reference, retry_after_ms: err.retry_after_ms },
         128,
     )
 }
@@ -331,8 +319,7 @@ mod tests {
 
     #[test]
     fn identity_must_match() {
-        let r = decode(br#"{"type":"message","content":"hi","sender_id":8,"client_msg_id":"a"}"#, 7, L)
-            .unwrap_err();
+        let r = decode(br#"{"type":"message","content":"hi","sender_id":8,"client_msg_id":"a"}"#, 7, L).unwrap_err();
         assert_eq!(r.error.code, ErrorCode::Forbidden);
         assert_eq!(r.reference, Some(Value::String("a".into())));
         assert!(decode(br#"{"type":"message","content":"hi","sender_id":"7"}"#, 7, L).is_ok());

@@ -160,9 +160,7 @@ fn map_error(e: WebSocketError) -> ReadEnd {
     match e {
         WebSocketError::InvalidUTF8 => violation(1007, "invalid UTF-8"),
         WebSocketError::FrameTooLarge => violation(1009, "message too big"),
-        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => {
-            ReadEnd::Gone
-        }
+        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => ReadEnd::Gone,
         // Reserved bits, unknown opcode, fragmented control frame, oversized ping, ...
         _ => violation(1002, "protocol error"),
     }
