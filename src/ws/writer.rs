@@ -160,7 +160,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
     cap: usize,
 ) -> Option<u16> {
     let mut seq = Sequencer::default();
-    let mut items = Vec::with_capacity(BATCH_FRAMES);
+    // Both start empty and are freed before each wait: an idle connection holds no buffers.
+    let mut items = Vec::new();
     let mut frames: Vec<Bytes> = Vec::new();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + timers.ping, timers.ping);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -211,6 +212,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
             metrics::counter!("livechat_ws_deliveries_total").increment(n);
             continue;
         }
+        items = Vec::new();
+        frames = Vec::new();
         tokio::select! {
             _ = shared.outbox.wait() => {}
             _ = ping.tick() => {
