@@ -11,6 +11,7 @@ use crate::auth::Auth;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::presence::Registry;
+use crate::redis_link::RedisLink;
 use crate::store::batcher::Writer;
 use crate::store::Store;
 
@@ -34,6 +35,10 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Tracks connection tasks so the drain can wait for them.
     pub tasks: TaskTracker,
+    /// Redis, when `REDIS_URL` is set.
+    pub redis: Option<Arc<RedisLink>>,
+    /// Notified after a commit that wrote notification outbox rows.
+    pub committed: Arc<tokio::sync::Notify>,
     draining: AtomicBool,
 }
 
@@ -47,6 +52,8 @@ impl App {
         bus: Arc<Bus>,
         auth: Auth,
         metrics: Option<PrometheusHandle>,
+        redis: Option<Arc<RedisLink>>,
+        committed: Arc<tokio::sync::Notify>,
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
@@ -58,6 +65,8 @@ impl App {
             metrics,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            redis,
+            committed,
             draining: AtomicBool::new(false),
         })
     }

@@ -244,6 +244,15 @@ pub struct NotifyConfig {
     pub webhook_secret: Option<String>,
     /// SMTP relay (`LIVECHAT_SMTP_URL`).
     pub smtp_url: Option<String>,
+    /// Log jobs instead of delivering them (development); counts as a sink.
+    pub log_sink: bool,
+}
+
+impl NotifyConfig {
+    /// Whether any sink is configured: only then are notification jobs created.
+    pub fn enabled(&self) -> bool {
+        self.webhook_url.is_some() || self.smtp_url.is_some() || self.log_sink
+    }
 }
 
 impl Default for NotifyConfig {
@@ -255,6 +264,7 @@ impl Default for NotifyConfig {
             webhook_url: None,
             webhook_secret: None,
             smtp_url: None,
+            log_sink: false,
         }
     }
 }
@@ -268,6 +278,7 @@ impl std::fmt::Debug for NotifyConfig {
             .field("webhook_url", &self.webhook_url)
             .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "<redacted>"))
             .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
+            .field("log_sink", &self.log_sink)
             .finish()
     }
 }

@@ -22,7 +22,7 @@
 //! Module map: [`config`] (TOML + env), [`error`] (one enum per boundary), [`server`]
 //! (start-up and graceful drain), [`telemetry`] (logs, metrics), [`http`] (accept loop,
 //! REST), [`ws`] (frames, protocol, reader, writer, outbox), [`session`] (per-connection chat
-//! logic), [`presence`] (connections by user), [`bus`] (fan-out), [`store`] (PostgreSQL:
+//! logic), [`presence`] (connections by user), [`redis_link`] (lazy Redis connection), [`bus`] (fan-out), [`store`] (PostgreSQL:
 //! migrations, queries, group-commit writer), [`auth`] (JWT and admin token).
 
 pub mod app;
@@ -32,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod presence;
+pub mod redis_link;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -3,6 +3,7 @@
 //! wait for connections → exit, all within `server.drain_secs`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -15,6 +16,7 @@ use crate::bus::Bus;
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::http::listener::{self, Routes};
+use crate::redis_link::RedisLink;
 use crate::store::{self, Store};
 
 /// Why the server could not start; each renders as one actionable line.
@@ -82,12 +84,15 @@ pub async fn serve(config: Config, dev: bool) -> Result<(), StartError> {
     let db = Store::new(&url, config.database.pool_size, Duration::from_millis(config.database.connect_timeout_ms))
         .map_err(StartError::Database)?;
     let bus = Bus::new(db.clone());
+    let committed = Arc::new(tokio::sync::Notify::new());
     let (writer, batcher) = store::batcher::new(
         db.clone(),
         bus.clone(),
         config.storage.queue_max,
         config.storage.batch_max,
         config.write_timeout(),
+        config.notify.enabled(),
+        committed.clone(),
     );
     let listener = bind(addr)?;
     let metrics_listener = match config.metrics_addr().map_err(|e| StartError::Config(e.to_string()))? {
@@ -98,7 +103,11 @@ pub async fn serve(config: Config, dev: bool) -> Result<(), StartError> {
     let auth = Auth::new(&secrets.jwt_secret, &secrets.admin_token, config.auth.leeway_secs);
     let metrics = crate::telemetry::install_metrics();
     let drain_secs = config.server.drain_secs;
-    let app = App::new(config, db, writer, bus, auth, metrics);
+    let redis = match config.redis.url.as_deref() {
+        Some(url) => Some(Arc::new(RedisLink::new(url).map_err(|e| StartError::Config(e.to_string()))?)),
+        None => None,
+    };
+    let app = App::new(config, db, writer, bus, auth, metrics, redis, committed);
 
     if dev {
         print_dev_banner(&app, &secrets, local).await;

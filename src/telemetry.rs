@@ -65,6 +65,7 @@ fn describe() {
     describe_counter!("livechat_storage_unavailable_total", "Writes answered with `unavailable`.");
     describe_gauge!("livechat_storage_queue_depth", "Writes waiting for the group-commit writer.");
     describe_gauge!("livechat_postgres_up", "1 when PostgreSQL answered the last readiness probe.");
+    describe_gauge!("livechat_redis_up", "1 when Redis answered the last readiness probe.");
     describe_counter!("livechat_http_accept_errors_total", "Failed accept() calls.");
     describe_gauge!("livechat_process_resident_memory_bytes", "Resident set size.");
     describe_gauge!("livechat_process_open_fds", "Open file descriptors.");

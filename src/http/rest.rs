@@ -59,24 +59,38 @@ async fn require_member(app: &App, room: i64, user: i64) -> Result<(), ApiError>
     }
 }
 
-/// `GET /readyz`: 200 when PostgreSQL answers and the server is not draining.
+/// `GET /readyz`: 200 when PostgreSQL (and Redis, if configured) answer and the server is not
+/// draining; else 503 naming what is down.
 pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
-    let pg = app.store.ping().await;
+    let redis = async {
+        match &app.redis {
+            Some(r) => Some(r.ping().await),
+            None => None,
+        }
+    };
+    let (pg, redis) = tokio::join!(app.store.ping(), redis);
     metrics::gauge!("livechat_postgres_up").set(if pg { 1.0 } else { 0.0 });
+    let state = |up: bool| if up { "up" } else { "down" };
     let mut down = Vec::new();
     if !pg {
         down.push("postgres");
     }
+    if redis == Some(false) {
+        down.push("redis");
+    }
     if app.is_draining() {
         down.push("draining");
     }
+    let mut body = json!({"status": "ready", "postgres": state(pg)});
+    if let Some(r) = redis {
+        body["redis"] = state(r).into();
+    }
     if down.is_empty() {
-        json(StatusCode::OK, &json!({"status": "ready", "postgres": "up"}))
+        json(StatusCode::OK, &body)
     } else {
-        json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"status": "unavailable", "down": down, "postgres": if pg { "up" } else { "down" }}),
-        )
+        body["status"] = "unavailable".into();
+        body["down"] = json!(down);
+        json(StatusCode::SERVICE_UNAVAILABLE, &body)
     }
 }
 

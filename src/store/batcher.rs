@@ -112,13 +112,29 @@ pub struct Batcher {
     batch_max: usize,
     timeout: Duration,
     depth: Arc<AtomicU64>,
+    /// Write notification outbox rows in each batch.
+    outbox: bool,
+    /// Woken after a commit that wrote outbox rows.
+    committed: Arc<tokio::sync::Notify>,
 }
 
 /// Creates the writer handle and its task (run it with [`Batcher::run`]).
-pub fn new(store: Store, bus: Arc<Bus>, queue_max: usize, batch_max: usize, timeout: Duration) -> (Writer, Batcher) {
+///
+/// With `outbox`, every batch also writes one `notify_outbox` row per new message, and
+/// `committed` is notified after such a commit (the notification relay waits on it).
+pub fn new(
+    store: Store,
+    bus: Arc<Bus>,
+    queue_max: usize,
+    batch_max: usize,
+    timeout: Duration,
+    outbox: bool,
+    committed: Arc<tokio::sync::Notify>,
+) -> (Writer, Batcher) {
     let (tx, rx) = mpsc::channel(queue_max.max(1));
     let depth = Arc::new(AtomicU64::new(0));
-    (Writer { tx, timeout, depth: depth.clone() }, Batcher { rx, store, bus, batch_max, timeout, depth })
+    let batcher = Batcher { rx, store, bus, batch_max, timeout, depth: depth.clone(), outbox, committed };
+    (Writer { tx, timeout, depth }, batcher)
 }
 
 /// How an attempt to commit a batch failed.
@@ -369,6 +385,12 @@ impl Batcher {
                     }
                 }
                 done.new.sort_by_key(|(_, m)| (m.room_id, m.seq));
+                if self.outbox {
+                    let ids: Vec<i64> = done.new.iter().map(|(_, m)| m.id).collect();
+                    tx.execute("INSERT INTO notify_outbox (message_id) SELECT unnest($1::BIGINT[])", &[&ids])
+                        .await
+                        .map_err(retry)?;
+                }
                 let by_pos: HashMap<usize, &MessageEvent> = done.new.iter().map(|(p, m)| (*p, m)).collect();
                 for (pos, orig_pos) in in_batch_repeats {
                     if let Some(m) = by_pos.get(&orig_pos) {
@@ -462,6 +484,9 @@ impl Batcher {
     /// After COMMIT: publish to the bus in seq order, then answer the submitters.
     fn finish(&self, batch: Vec<Request>, done: Committed) {
         metrics::counter!("livechat_storage_messages_committed_total").increment(done.new.len() as u64);
+        if self.outbox && !done.new.is_empty() {
+            self.committed.notify_one();
+        }
         for (_, m) in &done.new {
             self.bus.publish_message(m.room_id, m.seq, protocol::message_frame(m));
         }
