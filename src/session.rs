@@ -85,13 +85,14 @@ impl Session {
                 return None;
             }
         };
+        // Index into `telemetry::hot().events_in` (cached handles: no lookup per event).
         let (bucket, kind) = match &event {
-            ClientEvent::Message { .. } => (&mut self.messages, "message"),
-            ClientEvent::Typing { .. } => (&mut self.events, "typing"),
-            ClientEvent::StatusUpdate { .. } => (&mut self.events, "status_update"),
-            ClientEvent::Sync { .. } => (&mut self.events, "sync"),
+            ClientEvent::Message { .. } => (&mut self.messages, 0),
+            ClientEvent::Typing { .. } => (&mut self.events, 1),
+            ClientEvent::StatusUpdate { .. } => (&mut self.events, 2),
+            ClientEvent::Sync { .. } => (&mut self.events, 3),
         };
-        metrics::counter!("livechat_ws_events_in_total", "type" => kind).increment(1);
+        crate::telemetry::hot().events_in[kind].increment(1);
         if let Err(wait_ms) = bucket.take(Instant::now()) {
             self.strikes += 1;
             if self.strikes > self.strike_limit {

@@ -115,7 +115,7 @@ async fn ping_over_125_bytes_closes_1002() {
 #[tokio::test]
 async fn close_over_125_bytes_closes_1002() {
     let mut payload = 1000u16.to_be_bytes().to_vec();
-    payload.extend(std::iter::repeat(b'r').take(130));
+    payload.extend([b'r'; 130]);
     let frames = vec![encode_frame(true, OP_CLOSE, &payload, true)];
     assert_eq!(violation_close_code(&[], frames).await, Some(1002));
 }

@@ -127,7 +127,10 @@ async fn message_echo_and_delivery_with_all_fields() {
     let h = s.history(&ta, 1, 10).await;
     assert_eq!(h.len(), 2);
     assert_eq!(h[1]["id"], echo["id"]);
-    assert_eq!(h[1]["timestamp"].as_str().map(|t| t.len() > 0), Some(true));
+    let ts = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().expect("timestamp")).expect("RFC 3339").timestamp_millis()
+    };
+    assert!((ts(&h[1]["timestamp"]) - ts(&echo["timestamp"])).abs() <= 1, "same instant in history and echo");
 }
 
 #[tokio::test]
@@ -619,4 +622,31 @@ async fn live_delivery_is_gapless_ordered_and_unique_across_two_rooms() {
     // Nothing extra arrives afterwards (no duplicates).
     let extra = watcher.sync_barrier().await;
     assert!(extra.iter().all(|v| v["type"] != "message"), "duplicates: {extra:?}");
+}
+
+#[tokio::test]
+async fn presence_only_in_rooms_up_to_max_room_members() {
+    let s = TestServer::start(&[("LIVECHAT_PRESENCE__MAX_ROOM_MEMBERS", "2")]).await;
+    let (a, ta) = s.create_user("pc_a").await;
+    let (b, tb) = s.create_user("pc_b").await;
+    let (_c, _tc) = s.create_user("pc_c").await;
+    // Room 1 has 3 members (> 2): no presence there. The pair room has 2: presence.
+    let pair = s.create_room(&ta, "pair", &[b]).await;
+    let mut cb = s.ws_ready(&tb).await;
+    let mut ca = s.ws_ready(&ta).await;
+    let p = cb
+        .recv_until("alice presence", |v| v["type"] == "presence" && v["user_id"] == json!(a))
+        .await;
+    assert_eq!(p["room_id"], json!(pair), "presence only in the small room: {p}");
+    assert_eq!(p["online"], json!(true));
+    // Sentinel: no presence for room 1 before alice's next message.
+    let echo = ca.send_and_echo(1, "sentinel").await;
+    let next = cb
+        .recv_until("sentinel", |v| v["type"] == "message" || v["type"] == "presence")
+        .await;
+    assert_eq!(next["id"], echo["id"], "no presence in a room above max_room_members: {next}");
+    // The members endpoint still shows online state in the big room.
+    let m = s.get_json("/v1/rooms/1/members", &tb).await;
+    let ma = m.body.as_array().unwrap().iter().find(|x| x["user_id"] == json!(a)).unwrap().clone();
+    assert_eq!(ma["online"], json!(true), "{m:?}");
 }

@@ -118,14 +118,14 @@ impl Bus {
     pub fn publish(&self, room: i64, frame: Bytes, except_user: Option<i64>) {
         let rooms = self.shard(room).lock();
         if let Some(st) = rooms.get(&room) {
-            let mut n = 0u64;
+            let (mut n, mut dropped) = (0u64, 0u64);
             for s in &st.subs {
                 if Some(s.user_id) != except_user {
-                    let _ = s.conn.outbox.push(Out::Frame(frame.clone()));
+                    dropped += s.conn.outbox.push(Out::Frame(frame.clone())).is_err() as u64;
                     n += 1;
                 }
             }
-            metrics::counter!("livechat_bus_fanout_total").increment(n);
+            count_fanout(n, dropped);
         }
     }
 
@@ -255,8 +255,20 @@ impl Bus {
 
 fn deliver(st: &mut RoomState, seq: i64, frame: Bytes) {
     st.last_seq = seq;
+    // One clock read per message, not per subscriber.
+    let at = crate::telemetry::stamp();
+    let mut dropped = 0u64;
     for s in &st.subs {
-        let _ = s.conn.outbox.push(Out::Seq { room: st.room, seq, frame: frame.clone() });
+        dropped += s.conn.outbox.push(Out::Seq { room: st.room, seq, frame: frame.clone(), at }).is_err() as u64;
     }
-    metrics::counter!("livechat_bus_fanout_total").increment(st.subs.len() as u64);
+    count_fanout(st.subs.len() as u64, dropped);
+}
+
+/// Metrics of one fan-out, emitted once for all its subscribers.
+fn count_fanout(queued: u64, dropped: u64) {
+    let hot = crate::telemetry::hot();
+    hot.fanout.increment(queued);
+    if dropped > 0 {
+        hot.dropped.increment(dropped);
+    }
 }

@@ -36,7 +36,7 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>, permit: Permit) -> Res
         }
         (&Method::GET, ["healthz"]) => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         (&Method::GET, ["readyz"]) => Ok(rest::readyz(&app).await),
-        (&Method::GET, ["metrics"]) if app.config.server.metrics_listen.is_none() => Ok(metrics_response(&app)),
+        (&Method::GET, ["metrics"]) if app.config.server.metrics_listen.is_none() => Ok(metrics_response(&app).await),
         (&Method::GET, ["chat", "history"]) => rest::history(&app, &req).await,
         (&Method::POST, ["v1", "users"]) => rest::create_user(&app, req).await,
         (&Method::POST, ["v1", "tokens"]) => rest::create_token(&app, req).await,
@@ -71,14 +71,14 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>, permit: Permit) -> Res
 /// Serves `/metrics` only (the separate `server.metrics_listen` address).
 pub async fn route_metrics(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() == Method::GET && req.uri().path() == "/metrics" {
-        metrics_response(&app)
+        metrics_response(&app).await
     } else {
         error_response(&ApiError::not_found("only /metrics is served here"))
     }
 }
 
-fn metrics_response(app: &App) -> Response<Full<Bytes>> {
-    crate::telemetry::refresh_process_metrics(app);
+async fn metrics_response(app: &App) -> Response<Full<Bytes>> {
+    crate::telemetry::refresh_scrape_metrics(app).await;
     let body = app.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));

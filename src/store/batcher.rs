@@ -183,18 +183,20 @@ impl Batcher {
     pub async fn run(mut self, drain: CancellationToken) {
         let mut pending: VecDeque<Request> = VecDeque::new();
         let mut backoff = Duration::from_millis(50);
+        let mut closed = false;
         loop {
+            if !closed && drain.is_cancelled() {
+                // New writes now get `unavailable` at once; what is queued still commits.
+                self.rx.close();
+                closed = true;
+            }
             if pending.is_empty() {
                 tokio::select! {
                     r = self.rx.recv() => match r {
                         Some(r) => pending.push_back(r),
                         None => return,
                     },
-                    _ = drain.cancelled() => {
-                        self.rx.close();
-                        if self.rx.is_empty() { return; }
-                        continue;
-                    }
+                    _ = drain.cancelled(), if !closed => continue,
                 }
             }
             while let Ok(r) = self.rx.try_recv() {
@@ -219,7 +221,7 @@ impl Batcher {
                         pending.push_front(r);
                     }
                     // Keep accepting (bounded by the channel) and expiring while PostgreSQL is away.
-                    let _ = tokio::time::timeout(backoff, drain.cancelled()).await;
+                    tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
                 Err(Failure::Unknown(e)) => {

@@ -24,6 +24,9 @@ pub enum Out {
         seq: i64,
         /// Encoded `message` frame.
         frame: Bytes,
+        /// When the bus published it ([`crate::telemetry::stamp`]): the writer observes
+        /// publish→socket-write latency once per written batch.
+        at: u64,
     },
     /// A `sync` for `room` started: hold its live messages until the replay arrives.
     Hold(i64),
@@ -90,6 +93,8 @@ impl Outbox {
             return Err(Rejected);
         }
         if st.queue.len() >= self.cap {
+            // The rejected item itself is counted by the caller (the bus, per fan-out).
+            crate::telemetry::hot().dropped.increment(st.queue.len() as u64);
             st.queue = VecDeque::new();
             st.close = Some(CloseReq { code: 1013, reason: "slow consumer", flush: false });
             drop(st);

@@ -47,7 +47,7 @@ impl Sequencer {
     pub fn apply(&mut self, item: Out, out: &mut Vec<Bytes>, cap: usize) -> Result<(), Overflow> {
         match item {
             Out::Frame(f) => out.push(f),
-            Out::Seq { room, seq, frame } => {
+            Out::Seq { room, seq, frame, .. } => {
                 let c = self.rooms.entry(room).or_default();
                 if let Some(held) = &mut c.held {
                     held.push((seq, frame));
@@ -174,7 +174,12 @@ pub async fn run<W: AsyncWrite + Unpin>(
     loop {
         let close = shared.outbox.drain(&mut items, BATCH_FRAMES);
         let mut overflow = false;
+        // Publish stamp of the oldest room message in this batch (u64::MAX: none).
+        let mut oldest = u64::MAX;
         for item in items.drain(..) {
+            if let Out::Seq { at, .. } = &item {
+                oldest = oldest.min(*at);
+            }
             overflow = overflow || seq.apply(item, &mut frames, cap).is_err();
         }
         if overflow {
@@ -209,7 +214,12 @@ pub async fn run<W: AsyncWrite + Unpin>(
             if write_all(&mut w, &mut frames).await.is_err() {
                 return None;
             }
-            metrics::counter!("livechat_ws_deliveries_total").increment(n);
+            let hot = crate::telemetry::hot();
+            hot.deliveries.increment(n);
+            if oldest != u64::MAX {
+                // Once per written batch: the worst latency in it.
+                hot.delivery_latency.record(crate::telemetry::stamp().saturating_sub(oldest) as f64 / 1e6);
+            }
             continue;
         }
         items = Vec::new();
@@ -295,7 +305,7 @@ mod tests {
     }
 
     fn live(room: i64, s: i64) -> Out {
-        Out::Seq { room, seq: s, frame: f(s) }
+        Out::Seq { room, seq: s, frame: f(s), at: 0 }
     }
 
     #[test]
