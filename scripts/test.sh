@@ -24,6 +24,18 @@ SERVICES="$ROOT/scripts/services.sh"
 
 PG_PORT=${LIVECHAT_TEST_PG_PORT:-55433}
 REDIS_PORT=${LIVECHAT_TEST_REDIS_PORT:-56380}
+
+# Default ports held by something else (another checkout's services on a shared machine):
+# move on to the next free ones rather than fail. Explicit ports are never changed.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if ! bash "$SERVICES" status test >/dev/null 2>&1; then
+  if [[ -z ${LIVECHAT_TEST_PG_PORT:-} ]]; then
+    while port_busy "$PG_PORT"; do PG_PORT=$((PG_PORT + 1)); done
+  fi
+  if [[ -z ${LIVECHAT_TEST_REDIS_PORT:-} ]]; then
+    while port_busy "$REDIS_PORT"; do REDIS_PORT=$((REDIS_PORT + 1)); done
+  fi
+fi
 THREADS=${LIVECHAT_TEST_THREADS:-4}
 NAME=${LIVECHAT_TEST_SERVICES:-test}   # .data/<NAME>; use another name (and ports) for a parallel run
 
