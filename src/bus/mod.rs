@@ -272,3 +272,69 @@ fn count_fanout(queued: u64, dropped: u64) {
         hot.dropped.increment(dropped);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bus() -> Arc<Bus> {
+        // Never connects unless a gap needs filling.
+        let store = Store::new("postgres://t@127.0.0.1:1/t", 2, Duration::from_millis(50)).unwrap();
+        Bus::new(store)
+    }
+
+    fn sub(bus: &Bus, room: i64, conn_id: u64, user_id: i64) -> Arc<ConnShared> {
+        let conn = Arc::new(ConnShared::new(100));
+        bus.subscribe(room, Subscriber { conn_id, user_id, conn: conn.clone() });
+        conn
+    }
+
+    fn seqs(conn: &ConnShared) -> Vec<i64> {
+        let mut items = Vec::new();
+        conn.outbox.drain(&mut items, usize::MAX);
+        items
+            .into_iter()
+            .filter_map(|o| match o {
+                Out::Seq { seq, .. } => Some(seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn ordered_and_deduplicated() {
+        let bus = bus();
+        let a = sub(&bus, 1, 1, 10);
+        let b = sub(&bus, 1, 2, 20);
+        for s in [1, 2, 2, 3, 1] {
+            bus.publish_message(1, s, Bytes::from_static(b"m"));
+        }
+        assert_eq!(seqs(&a), vec![1, 2, 3]);
+        assert_eq!(seqs(&b), vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn gap_parks_later_messages() {
+        let bus = bus();
+        let a = sub(&bus, 7, 1, 10);
+        bus.publish_message(7, 1, Bytes::from_static(b"m"));
+        bus.publish_message(7, 3, Bytes::from_static(b"m"));
+        assert_eq!(seqs(&a), vec![1], "3 waits for 2");
+        bus.publish_message(7, 2, Bytes::from_static(b"m"));
+        assert_eq!(seqs(&a), vec![2, 3], "2 closes the gap and releases 3");
+    }
+
+    #[tokio::test]
+    async fn publish_skips_excluded_user_and_unsubscribed() {
+        let bus = bus();
+        let a = sub(&bus, 1, 1, 10);
+        let b = sub(&bus, 1, 2, 20);
+        bus.publish(1, Bytes::from_static(b"t"), Some(10));
+        assert!(a.outbox.is_empty());
+        assert_eq!(b.outbox.len(), 1);
+        bus.unsubscribe(1, 2);
+        assert_eq!(bus.subscriber_count(1), 1);
+        bus.unsubscribe(1, 1);
+        assert_eq!(bus.subscriber_count(1), 0);
+    }
+}
