@@ -8,8 +8,9 @@
 //! not negotiated) and fails listing each case whose behavior or behaviorClose is not OK,
 //! NON-STRICT or INFORMATIONAL.
 //!
-//! The whole suite (9.* included: 16 MiB messages, 1M small frames) runs in debug builds
-//! too; dependencies are built with opt-level 2 (Cargo.toml), which keeps it to a few minutes.
+//! The whole suite (301 cases, 9.* included: 16 MiB messages, 1M small frames) runs in debug
+//! builds too, in about 15 s (dependencies are built with opt-level 2, Cargo.toml); the first
+//! run adds the client's install (a few seconds with PyPI reachable).
 //! Reports land in `.data/autobahn/reports/<time>-<pid>/` (index.json, per-case JSON and HTML).
 //!
 //! `LIVECHAT_SKIP_AUTOBAHN=1` skips this test (says so on stderr) for offline runs.
@@ -62,28 +63,18 @@ async fn autobahn_fuzzingclient_all_cases_pass() {
         Err(_) => {
             // SAFETY: plain kill(2) on the process group this test created.
             unsafe { libc::kill(-pid, libc::SIGKILL) };
-            panic!(
-                "scripts/autobahn.sh did not finish within {RUN_TIMEOUT:?}; server stderr tail:\n{}",
-                tail(&server.stderr(), 4000)
-            );
+            panic!("scripts/autobahn.sh did not finish within {RUN_TIMEOUT:?} (killed)");
         }
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("scripts/autobahn.sh ({:?}):\n{stderr}\n{stdout}", started.elapsed());
+    // (On a panic, TestServer's Drop prints the server's stderr tail.)
     assert!(
         out.status.success(),
-        "Autobahn conformance failed ({}):\n--- autobahn.sh stderr ---\n{stderr}\n--- autobahn.sh stdout ---\n{stdout}\n--- server stderr tail ---\n{}",
+        "Autobahn conformance failed ({}) after {:?}:\n--- autobahn.sh stderr ---\n{stderr}\n--- autobahn.sh stdout ---\n{stdout}",
         out.status,
-        tail(&server.stderr(), 4000)
+        started.elapsed(),
     );
     assert!(stdout.contains("cases OK / NON-STRICT / INFORMATIONAL"), "unexpected output:\n{stdout}");
-}
-
-fn tail(s: &str, n: usize) -> &str {
-    let mut cut = s.len().saturating_sub(n);
-    while !s.is_char_boundary(cut) {
-        cut += 1;
-    }
-    &s[cut..]
+    println!("scripts/autobahn.sh ({:?}):\n{stderr}{stdout}", started.elapsed());
 }

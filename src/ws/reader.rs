@@ -34,8 +34,10 @@ pub enum ReadEnd {
     Gone,
 }
 
+/// Frames queued before the violation (e.g. echoes of earlier valid messages) still go out
+/// before our Close: RFC 6455 only forbids data AFTER it.
 const fn violation(code: u16, reason: &'static str) -> ReadEnd {
-    ReadEnd::Violation(CloseReq { code, reason, flush: false })
+    ReadEnd::Violation(CloseReq { code, reason, flush: true })
 }
 
 /// Reads whole messages off a server-side WebSocket.

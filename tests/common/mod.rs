@@ -99,12 +99,9 @@ impl TestDb {
     pub async fn create_on(admin_url: &str) -> TestDb {
         let name = format!("lc_{}", random_hex(8));
         let client = pg_connect(admin_url).await;
-        bounded(
-            "CREATE DATABASE",
-            client.batch_execute(&format!("CREATE DATABASE {name}")),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on {admin_url}: {e}"));
+        bounded("CREATE DATABASE", client.batch_execute(&format!("CREATE DATABASE {name}")))
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on {admin_url}: {e}"));
         TestDb { url: with_db_name(admin_url, &name), name, admin_url: admin_url.to_string() }
     }
 
@@ -126,13 +123,9 @@ impl Drop for TestDb {
             };
             rt.block_on(async move {
                 let _ = timeout(Duration::from_secs(10), async {
-                    if let Ok((client, conn)) =
-                        tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
-                    {
+                    if let Ok((client, conn)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
                         tokio::spawn(conn);
-                        let _ = client
-                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                            .await;
+                        let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
                     }
                 })
                 .await;
@@ -255,11 +248,7 @@ impl TestServer {
             full.retain(|(fk, _)| fk != k);
             full.push((k.to_string(), v.to_string()));
         }
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(RECV_TIMEOUT)
-            .build()
-            .expect("reqwest client");
+        let http = reqwest::Client::builder().no_proxy().timeout(RECV_TIMEOUT).build().expect("reqwest client");
         let mut s = TestServer {
             child: None,
             addr: "127.0.0.1:0".parse().unwrap(),
@@ -337,9 +326,7 @@ impl TestServer {
                 );
             }
         };
-        self.addr = addr
-            .parse()
-            .unwrap_or_else(|e| panic!("bad listen address in `listening on {addr}`: {e}"));
+        self.addr = addr.parse().unwrap_or_else(|e| panic!("bad listen address in `listening on {addr}`: {e}"));
         self.child = Some(child);
     }
 
@@ -428,21 +415,13 @@ impl TestServer {
         if let Some(b) = body {
             rb = rb.json(b);
         }
-        let resp = rb
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}; server stderr:\n{}", self.stderr()));
+        let resp =
+            rb.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}; server stderr:\n{}", self.stderr()));
         Resp::from(resp).await
     }
 
     /// Request with a raw (possibly invalid) body and explicit content type.
-    pub async fn request_raw(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: &str,
-    ) -> Resp {
+    pub async fn request_raw(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: &str) -> Resp {
         let mut rb = self
             .http
             .request(method.clone(), self.url(path))
@@ -504,9 +483,9 @@ impl TestServer {
     // --- WebSocket -----------------------------------------------------------------------
 
     pub async fn ws(&self, token: &str) -> WsClient {
-        WsClient::connect(&self.ws_url(token)).await.unwrap_or_else(|e| {
-            panic!("ws connect failed: {e:?}; server stderr:\n{}", self.stderr())
-        })
+        WsClient::connect(&self.ws_url(token))
+            .await
+            .unwrap_or_else(|e| panic!("ws connect failed: {e:?}; server stderr:\n{}", self.stderr()))
     }
 
     /// Connect and wait until the connection is registered: sends an empty `sync` and waits for
@@ -561,8 +540,7 @@ pub struct Resp {
 impl Resp {
     async fn from(r: reqwest::Response) -> Resp {
         let status = r.status().as_u16();
-        let content_type =
-            r.headers().get("content-type").and_then(|v| v.to_str().ok()).map(|s| s.to_string());
+        let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).map(|s| s.to_string());
         let text = r.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         Resp { status, body, text, content_type }
@@ -587,7 +565,10 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 #[derive(Debug)]
 pub enum WsConnectError {
     /// The server answered the upgrade with a non-101 HTTP response.
-    Http { status: u16, body: String },
+    Http {
+        status: u16,
+        body: String,
+    },
     Other(String),
 }
 
@@ -626,10 +607,7 @@ impl WsClient {
         Self::connect_with_headers(url, &[]).await
     }
 
-    pub async fn connect_with_headers(
-        url: &str,
-        headers: &[(&str, &str)],
-    ) -> Result<WsClient, WsConnectError> {
+    pub async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Result<WsClient, WsConnectError> {
         let mut req = url.into_client_request().map_err(|e| WsConnectError::Other(e.to_string()))?;
         for (k, v) in headers {
             let name: tokio_tungstenite::tungstenite::http::HeaderName = k.parse().unwrap();
@@ -640,11 +618,7 @@ impl WsClient {
             Ok(Ok((ws, _resp))) => Ok(WsClient { ws, sync_nonce: 0 }),
             Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
                 let status = resp.status().as_u16();
-                let body = resp
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default();
+                let body = resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
                 Err(WsConnectError::Http { status, body })
             }
             Ok(Err(e)) => Err(WsConnectError::Other(e.to_string())),
@@ -737,10 +711,7 @@ impl WsClient {
         let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let v = self
-                .recv_json_within(left)
-                .await
-                .unwrap_or_else(|| panic!("timed out waiting for {what}"));
+            let v = self.recv_json_within(left).await.unwrap_or_else(|| panic!("timed out waiting for {what}"));
             if pred(&v) {
                 return v;
             }
@@ -933,10 +904,7 @@ impl RawWs {
         );
         raw.stream.write_all(req.as_bytes()).await.expect("write upgrade");
         let head = raw.read_head().await;
-        assert!(
-            head.starts_with("HTTP/1.1 101"),
-            "expected 101 Switching Protocols, got:\n{head}"
-        );
+        assert!(head.starts_with("HTTP/1.1 101"), "expected 101 Switching Protocols, got:\n{head}");
         raw
     }
 
@@ -1049,9 +1017,7 @@ impl RawWs {
             match self.read_frame_by(deadline).await {
                 Err(end) => return (seen, end),
                 Ok(f) if f.opcode == OP_CLOSE => return (seen, RawEnd::Close(close_code(&f.payload))),
-                Ok(f) if f.opcode == OP_TEXT => {
-                    seen.push(serde_json::from_slice(&f.payload).unwrap_or(Value::Null))
-                }
+                Ok(f) if f.opcode == OP_TEXT => seen.push(serde_json::from_slice(&f.payload).unwrap_or(Value::Null)),
                 Ok(_) => continue,
             }
         }
@@ -1132,10 +1098,7 @@ pub fn assert_message_event(v: &Value) {
     }
     assert!(v["content"].is_string(), "message.content: {v}");
     assert!(v.get("client_msg_id").is_some(), "message.client_msg_id must be present (or null): {v}");
-    assert!(
-        v["client_msg_id"].is_string() || v["client_msg_id"].is_null(),
-        "message.client_msg_id: {v}"
-    );
+    assert!(v["client_msg_id"].is_string() || v["client_msg_id"].is_null(), "message.client_msg_id: {v}");
     assert_rfc3339_utc(&v["timestamp"]);
 }
 
@@ -1158,8 +1121,7 @@ pub fn assert_history_message(v: &Value) {
 #[track_caller]
 pub fn assert_rfc3339_utc(v: &Value) {
     let s = v.as_str().unwrap_or_else(|| panic!("timestamp must be a string: {v}"));
-    let dt = chrono::DateTime::parse_from_rfc3339(s)
-        .unwrap_or_else(|e| panic!("timestamp {s:?} is not RFC 3339: {e}"));
+    let dt = chrono::DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("timestamp {s:?} is not RFC 3339: {e}"));
     assert_eq!(dt.offset().local_minus_utc(), 0, "timestamp {s:?} must be UTC");
 }
 
@@ -1266,7 +1228,21 @@ impl PrivatePg {
         );
         let log = self.dir.path().join("pg.log").to_str().unwrap().to_string();
         let out = self
-            .run("pg_ctl", &["-D".into(), self.data_dir(), "-l".into(), log.clone(), "-o".into(), opts, "-w".into(), "-t".into(), "30".into(), "start".into()])
+            .run(
+                "pg_ctl",
+                &[
+                    "-D".into(),
+                    self.data_dir(),
+                    "-l".into(),
+                    log.clone(),
+                    "-o".into(),
+                    opts,
+                    "-w".into(),
+                    "-t".into(),
+                    "30".into(),
+                    "start".into(),
+                ],
+            )
             .await;
         assert!(
             out.status.success(),
@@ -1281,7 +1257,19 @@ impl PrivatePg {
     /// Stop (fast mode: disconnects clients), waiting until it is down.
     pub async fn stop(&mut self) {
         let out = self
-            .run("pg_ctl", &["-D".into(), self.data_dir(), "-m".into(), "fast".into(), "-w".into(), "-t".into(), "30".into(), "stop".into()])
+            .run(
+                "pg_ctl",
+                &[
+                    "-D".into(),
+                    self.data_dir(),
+                    "-m".into(),
+                    "fast".into(),
+                    "-w".into(),
+                    "-t".into(),
+                    "30".into(),
+                    "stop".into(),
+                ],
+            )
             .await;
         assert!(out.status.success(), "pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
         self.running = false;
