@@ -68,7 +68,7 @@ async fn chat_inner(
     let (resp, upgrade) = fastwebsockets::upgrade::upgrade(&mut req)
         .map_err(|e| ApiError::bad_request(format!("bad upgrade request: {e}")))?;
 
-    let limits = &app.config.limits;
+    let limits = app.limits();
     let shared = Arc::new(ConnShared::new(limits.outbound_queue_frames));
     let (handle, first) = app
         .registry
@@ -106,10 +106,11 @@ pub async fn echo(app: Arc<App>, mut req: Request<Incoming>, permit: Permit) -> 
         Ok(r) => r,
         Err(e) => return error_response(&ApiError::bad_request(format!("bad upgrade request: {e}"))),
     };
-    let shared = Arc::new(ConnShared::new(app.config.limits.outbound_queue_frames));
+    let limits = app.limits();
+    let shared = Arc::new(ConnShared::new(limits.outbound_queue_frames));
     let timers = WriterTimers {
-        ping: Duration::from_secs(app.config.limits.ping_secs),
-        idle_timeout: Duration::from_secs(app.config.limits.idle_timeout_secs),
+        ping: Duration::from_secs(limits.ping_secs),
+        idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
         expires_at: None,
     };
     let task_app = app.clone();
@@ -179,7 +180,7 @@ async fn run(
 ) {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
-    let limits = &app.config.limits;
+    let limits = app.limits();
     let mut reader = FrameReader::new(Prefixed::new(prefix, r), limits.frame_max_bytes);
     let mut writer = tokio::spawn(writer::run(w, shared.clone(), timers, limits.outbound_queue_frames));
     shared.touch();

@@ -62,6 +62,9 @@ struct State {
     close: Option<CloseReq>,
 }
 
+/// Close for a connection that cannot keep up (SPEC §7: it resumes with `sync`).
+pub const SLOW_CONSUMER: CloseReq = CloseReq { code: 1013, reason: "slow consumer", flush: false };
+
 /// A connection's bounded outbound queue.
 pub struct Outbox {
     state: Mutex<State>,
@@ -96,7 +99,7 @@ impl Outbox {
             // The rejected item itself is counted by the caller (the bus, per fan-out).
             crate::telemetry::hot().dropped.increment(st.queue.len() as u64);
             st.queue = VecDeque::new();
-            st.close = Some(CloseReq { code: 1013, reason: "slow consumer", flush: false });
+            st.close = Some(SLOW_CONSUMER);
             drop(st);
             metrics::counter!("livechat_ws_slow_consumer_closes_total").increment(1);
             self.notify.notify_one();

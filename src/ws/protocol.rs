@@ -109,6 +109,11 @@ pub fn decode(text: &[u8], me: i64, limits: DecodeLimits) -> Result<ClientEvent,
             if chars == 0 {
                 return Err(reject(ApiError::bad_request("content is empty")));
             }
+            // PostgreSQL text cannot hold NUL: refused here, it would fail the whole group
+            // commit it lands in (everyone's writes), not just this one.
+            if content.contains('\0') || raw.client_msg_id.as_deref().is_some_and(|id| id.contains('\0')) {
+                return Err(reject(ApiError::bad_request("content and client_msg_id cannot contain NUL (\\u0000)")));
+            }
             if chars > limits.content_max_chars {
                 return Err(reject(ApiError::new(
                     ErrorCode::TooLarge,
@@ -333,6 +338,10 @@ mod tests {
         assert_eq!(r.error.code, ErrorCode::TooLarge);
         // characters, not bytes
         assert!(decode("{\"type\":\"message\",\"content\":\"éééééééééé\"}".as_bytes(), 1, L).is_ok());
+        let r = decode(br#"{"type":"message","content":"a\u0000b"}"#, 1, L).unwrap_err();
+        assert_eq!(r.error.code, ErrorCode::BadRequest);
+        let r = decode(br#"{"type":"message","content":"ab","client_msg_id":"\u0000"}"#, 1, L).unwrap_err();
+        assert_eq!(r.error.code, ErrorCode::BadRequest);
     }
 
     #[test]

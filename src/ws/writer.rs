@@ -12,7 +12,7 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::ws::frame;
-use crate::ws::outbox::{CloseReq, Out, Outbox};
+use crate::ws::outbox::{CloseReq, Out, Outbox, SLOW_CONSUMER};
 use crate::ws::protocol;
 
 /// Frames merged into one write at most (DESIGN.md: ~64 frames / 64 KiB per `writev`).
@@ -243,8 +243,6 @@ pub async fn run<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Close for a connection that cannot keep up (SPEC §7: it resumes with `sync`).
-pub const SLOW_CONSUMER: CloseReq = CloseReq { code: 1013, reason: "slow consumer", flush: false };
 
 /// Writes every frame with as few `writev` calls as possible (batches of 64 frames / 64 KiB).
 async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, frames: &mut Vec<Bytes>) -> std::io::Result<()> {
