@@ -72,6 +72,12 @@ ensure_deps() {
   command -v redis-cli >/dev/null || pkgs+=(redis-tools)
   command -v make >/dev/null || pkgs+=(make)   # tikv-jemalloc-sys builds jemalloc with make
   command -v flock >/dev/null || pkgs+=(util-linux)
+  # tests/ops.rs: `promtool check metrics|rules` and `systemd-analyze verify` of the unit files,
+  # `openssl` for the TLS tests' self-signed certificates, a venv for schemathesis (OpenAPI test)
+  command -v promtool >/dev/null || pkgs+=(prometheus)
+  command -v systemd-analyze >/dev/null || pkgs+=(systemd)
+  command -v openssl >/dev/null || pkgs+=(openssl)
+  /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || pkgs+=(python3-venv)
   if [[ ${#pkgs[@]} -gt 0 ]]; then apt_install "${pkgs[@]}"; fi
   PG_BIN=$(find_pg_bin) || die "PostgreSQL server binaries (initdb, pg_ctl) not found after install"
   command -v redis-server >/dev/null || die "redis-server not found after install"

@@ -3,13 +3,14 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::bus::Bus;
-use crate::config::Config;
+use crate::config::{Config, LimitsConfig};
 use crate::presence::Registry;
 use crate::redis_link::RedisLink;
 use crate::store::batcher::Writer;
@@ -39,6 +40,12 @@ pub struct App {
     pub redis: Option<Arc<RedisLink>>,
     /// Notified after a commit that wrote notification outbox rows.
     pub committed: Arc<tokio::sync::Notify>,
+    /// The notification job queue (for the admin dead-letter endpoints), when notifications
+    /// are enabled or Redis is configured.
+    pub notify: Option<Arc<crate::notify::Queue>>,
+    /// `[limits]` in force: starts as `config.limits`, replaced by a SIGHUP reload. Read once
+    /// per new connection (a lock-free load), so open connections keep the limits they got.
+    limits: ArcSwap<LimitsConfig>,
     draining: AtomicBool,
 }
 
@@ -54,8 +61,10 @@ impl App {
         metrics: Option<PrometheusHandle>,
         redis: Option<Arc<RedisLink>>,
         committed: Arc<tokio::sync::Notify>,
+        notify: Option<Arc<crate::notify::Queue>>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            limits: ArcSwap::from_pointee(config.limits.clone()),
             config,
             store,
             writer,
@@ -67,8 +76,19 @@ impl App {
             tasks: TaskTracker::new(),
             redis,
             committed,
+            notify,
             draining: AtomicBool::new(false),
         })
+    }
+
+    /// The `[limits]` in force (`config.limits` until a SIGHUP reload changes them).
+    pub fn limits(&self) -> Arc<LimitsConfig> {
+        self.limits.load_full()
+    }
+
+    /// Replaces the limits that new connections get (SIGHUP reload).
+    pub fn set_limits(&self, limits: LimitsConfig) {
+        self.limits.store(Arc::new(limits));
     }
 
     /// Marks the server as draining: `/readyz` turns 503 and new writes are refused.

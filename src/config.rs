@@ -5,7 +5,7 @@
 //! (`DATABASE_URL`, `LIVECHAT_LISTEN`, ...) → `LIVECHAT_<SECTION>__<KEY>`.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -40,6 +40,9 @@ pub struct Config {
     pub node: NodeConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The file this was loaded from (`--config`), re-read on SIGHUP; not a key.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[server]`
@@ -53,6 +56,10 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Seconds allowed for a graceful stop.
     pub drain_secs: u64,
+    /// Seconds, at the start of the drain, during which the listener keeps accepting while
+    /// `/readyz` answers 503 (and upgrades are refused), so a load balancer's health check
+    /// sees it and stops routing here before sockets close. Part of `drain_secs`.
+    pub accept_grace_secs: u64,
     /// When set, `/metrics` is served only on this separate address.
     pub metrics_listen: Option<String>,
     /// Upper bound of open connections for the whole process.
@@ -68,6 +75,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8000".into(),
             allowed_origins: Vec::new(),
             drain_secs: 10,
+            accept_grace_secs: 0,
             metrics_listen: None,
             max_connections: 100_000,
             conformance_echo: false,
@@ -108,11 +116,14 @@ pub struct DatabaseConfig {
     pub pool_size: u32,
     /// How long to wait for a pooled connection, milliseconds.
     pub connect_timeout_ms: u64,
+    /// PEM file of the CA(s) that sign the server certificate, for `sslmode=require|verify-ca|
+    /// verify-full` (e.g. the RDS bundle); unset = the system's trust store.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: None, pool_size: 16, connect_timeout_ms: 2000 }
+        Self { url: None, pool_size: 16, connect_timeout_ms: 2000, ca_file: None }
     }
 }
 
@@ -121,6 +132,7 @@ impl std::fmt::Debug for DatabaseConfig {
         f.debug_struct("DatabaseConfig")
             .field("url", &self.url.as_deref().map(redact_url))
             .field("pool_size", &self.pool_size)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -129,13 +141,19 @@ impl std::fmt::Debug for DatabaseConfig {
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// Redis URL (`REDIS_URL`); unset = single node.
+    /// Redis URL (`REDIS_URL`); unset = single node. `rediss://` connects with TLS.
     pub url: Option<String>,
+    /// PEM file of the CA(s) that sign a `rediss://` server's certificate; unset = the
+    /// system's trust store.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConfig").field("url", &self.url.as_deref().map(redact_url)).finish()
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("ca_file", &self.ca_file)
+            .finish()
     }
 }
 
@@ -206,11 +224,14 @@ impl Default for StorageConfig {
 pub struct SyncConfig {
     /// Most messages replayed per room per `sync`.
     pub max_replay: i64,
+    /// A new connection holds live room messages this long (or until its first event) so a
+    /// reconnecting client's `sync` replay arrives before newer live messages; 0 = off.
+    pub initial_hold_ms: u64,
 }
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        Self { max_replay: 1000 }
+        Self { max_replay: 1000, initial_hold_ms: 1000 }
     }
 }
 
@@ -246,12 +267,52 @@ pub struct NotifyConfig {
     pub smtp_url: Option<String>,
     /// Log jobs instead of delivering them (development); counts as a sink.
     pub log_sink: bool,
+    /// Jobs waiting (queued, in flight or scheduled for retry) above which the relay stops
+    /// enqueueing; the PostgreSQL outbox holds the overflow (backpressure, not loss).
+    pub queue_max: usize,
+    /// Deadline of one webhook call, ms; slower counts as a failed attempt.
+    pub webhook_timeout_ms: u64,
+    /// Deadline of one SMTP delivery (connect to final reply), ms.
+    pub smtp_timeout_ms: u64,
+    /// `From:` address of notification e-mails.
+    pub smtp_from: String,
+    /// A job handed to a worker and not acknowledged for this long is taken over by another
+    /// worker (its consumer is presumed dead), ms. Must exceed both delivery timeouts.
+    pub claim_idle_ms: u64,
+    /// Deliveries in flight at once per process.
+    pub worker_concurrency: usize,
+    /// Prefix of the Redis keys (`<prefix>:jobs`, `<prefix>:retry`, `<prefix>:dead`); every
+    /// node of a cluster must use the same one.
+    pub key_prefix: String,
 }
 
 impl NotifyConfig {
     /// Whether any sink is configured: only then are notification jobs created.
     pub fn enabled(&self) -> bool {
         self.webhook_url.is_some() || self.smtp_url.is_some() || self.log_sink
+    }
+
+    /// Rejects notification settings that would lose or duplicate jobs.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let n = self;
+        // Only the sinks in use bound how long a live delivery can take.
+        let webhook = if n.webhook_url.is_some() { n.webhook_timeout_ms } else { 0 };
+        let smtp = if n.smtp_url.is_some() { n.smtp_timeout_ms } else { 0 };
+        let slowest = webhook.max(smtp);
+        let checks: [(bool, &str); 7] = [
+            (n.max_attempts >= 1, "notify.max_attempts must be at least 1"),
+            (n.backoff_base_ms >= 1, "notify.backoff_base_ms must be at least 1"),
+            (n.queue_max >= 1, "notify.queue_max must be at least 1"),
+            (n.worker_concurrency >= 1, "notify.worker_concurrency must be at least 1"),
+            (n.webhook_timeout_ms >= 1 && n.smtp_timeout_ms >= 1, "notify.*_timeout_ms must be at least 1"),
+            (!n.key_prefix.is_empty(), "notify.key_prefix must not be empty"),
+            // A live but slow delivery must never look abandoned, or it would be delivered twice.
+            (n.claim_idle_ms > slowest, "notify.claim_idle_ms must exceed the timeout of every configured sink (notify.webhook_timeout_ms, notify.smtp_timeout_ms)"),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, msg)) => Err(ConfigError::Invalid((*msg).to_string())),
+            None => Ok(()),
+        }
     }
 }
 
@@ -265,6 +326,13 @@ impl Default for NotifyConfig {
             webhook_secret: None,
             smtp_url: None,
             log_sink: false,
+            queue_max: 100_000,
+            webhook_timeout_ms: 5000,
+            smtp_timeout_ms: 10_000,
+            smtp_from: "livechat@localhost".into(),
+            claim_idle_ms: 60_000,
+            worker_concurrency: 16,
+            key_prefix: "livechat:notify".into(),
         }
     }
 }
@@ -279,6 +347,13 @@ impl std::fmt::Debug for NotifyConfig {
             .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "<redacted>"))
             .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
             .field("log_sink", &self.log_sink)
+            .field("queue_max", &self.queue_max)
+            .field("webhook_timeout_ms", &self.webhook_timeout_ms)
+            .field("smtp_timeout_ms", &self.smtp_timeout_ms)
+            .field("smtp_from", &self.smtp_from)
+            .field("claim_idle_ms", &self.claim_idle_ms)
+            .field("worker_concurrency", &self.worker_concurrency)
+            .field("key_prefix", &self.key_prefix)
             .finish()
     }
 }
@@ -345,8 +420,9 @@ impl Config {
             }
         }
         fig = fig.merge(Env::prefixed("LIVECHAT_").filter(|k| k.as_str().contains("__")).split("__"));
-        let config: Config = fig.extract().map_err(|e| ConfigError::Invalid(one_line(&e)))?;
+        let mut config: Config = fig.extract().map_err(|e| ConfigError::Invalid(one_line(&e)))?;
         config.validate()?;
+        config.source = path.map(Path::to_path_buf);
         Ok(config)
     }
 
@@ -370,9 +446,15 @@ impl Config {
         if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
             return Err(ConfigError::Invalid((*msg).to_string()));
         }
+        if self.server.accept_grace_secs > 0 && self.server.accept_grace_secs >= self.server.drain_secs {
+            return Err(ConfigError::Invalid(
+                "server.accept_grace_secs must be less than server.drain_secs (the grace is part of the drain)".into(),
+            ));
+        }
         if l.header_timeout_secs == 0 {
             return Err(ConfigError::Invalid("limits.header_timeout_secs must be at least 1".into()));
         }
+        self.notify.validate()?;
         self.listen_addr()?;
         Ok(())
     }
@@ -458,6 +540,18 @@ mod tests {
     #[test]
     fn defaults_validate() {
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn claim_idle_must_exceed_the_configured_sinks_timeouts() {
+        let mut c = Config::default();
+        c.notify.claim_idle_ms = 1500;
+        // Unused sinks do not count.
+        assert!(c.validate().is_ok());
+        c.notify.smtp_url = Some("smtp://127.0.0.1:25".into());
+        assert!(c.validate().is_err(), "smtp_timeout_ms 10000 > claim_idle_ms 1500");
+        c.notify.smtp_timeout_ms = 1000;
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -23,7 +23,9 @@
 //! (start-up and graceful drain), [`telemetry`] (logs, metrics), [`http`] (accept loop,
 //! REST), [`ws`] (frames, protocol, reader, writer, outbox), [`session`] (per-connection chat
 //! logic), [`presence`] (connections by user), [`redis_link`] (lazy Redis connection), [`bus`] (fan-out), [`store`] (PostgreSQL:
-//! migrations, queries, group-commit writer), [`auth`] (JWT and admin token).
+//! migrations, queries, group-commit writer), [`auth`] (JWT and admin token), [`systemd`]
+//! (READY/STOPPING/watchdog), [`reload`] (SIGHUP: log filter and limits), [`notify`]
+//! (outbox relay, job queue on a Redis Stream, workers, webhook/e-mail/log sinks).
 
 pub mod app;
 pub mod auth;
@@ -31,10 +33,13 @@ pub mod bus;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod notify;
 pub mod presence;
 pub mod redis_link;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 pub mod ws;

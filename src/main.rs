@@ -1,4 +1,4 @@
-//! `livechat` command line: serve | migrate | token.
+//! `livechat` command line: serve | worker | migrate | token.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +27,13 @@ enum Command {
         /// Local development: generated secrets, printed with a sample token; loopback only.
         #[arg(long)]
         dev: bool,
+    },
+    /// Run notification workers only (no HTTP): they share the Redis job queue with the
+    /// relays of `serve` (set `notify.in_process = false` there to leave delivery to these).
+    Worker {
+        /// TOML configuration file.
+        #[arg(long, env = "LIVECHAT_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Apply pending migrations and exit.
     Migrate {
@@ -79,11 +86,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load(config.as_deref())?;
             runtime()?.block_on(livechat::server::serve(cfg, dev))?;
         }
+        Command::Worker { config } => {
+            let cfg = load(config.as_deref())?;
+            runtime()?.block_on(livechat::notify::run_worker(cfg))?;
+        }
         Command::Migrate { config } => {
             let cfg = load(config.as_deref())?;
             let url = cfg.database.url.clone().ok_or_else(|| anyhow::anyhow!("DATABASE_URL is not set"))?;
             let applied = runtime()?
-                .block_on(livechat::store::migrate::run(&url))
+                .block_on(livechat::store::migrate::run_with_ca_file(&url, cfg.database.ca_file.as_deref()))
                 .map_err(|e| anyhow::anyhow!("cannot migrate ({e}); is PostgreSQL running and DATABASE_URL right?"))?;
             println!("applied {applied} migration(s)");
         }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::bus::{Bus, Subscriber};
+use crate::ws::outbox::Out;
 use crate::ws::writer::ConnShared;
 
 const SHARDS: usize = 16;
@@ -155,6 +156,7 @@ impl Registry {
         let conns = self.shard(user_id).get(&user_id).map(|e| e.conns.clone()).unwrap_or_default();
         for c in conns {
             if lock(&c.rooms).insert(room) {
+                let _ = c.conn.outbox.push(Out::Reset(room));
                 bus.subscribe(room, c.subscriber());
             }
         }
@@ -166,6 +168,7 @@ impl Registry {
         for c in conns {
             if lock(&c.rooms).remove(&room) {
                 bus.unsubscribe(room, c.id);
+                let _ = c.conn.outbox.push(Out::Reset(room));
             }
         }
     }

@@ -19,9 +19,28 @@ pub struct RedisLink {
 pub struct RedisDown(pub String);
 
 impl RedisLink {
-    /// Parses the URL without connecting.
+    /// Parses the URL without connecting. `rediss://` means TLS with the system trust store
+    /// (`rediss://…/#insecure` skips certificate checks, as Heroku Redis needs).
     pub fn new(url: &str) -> Result<Self, RedisDown> {
-        let client = redis::Client::open(url).map_err(|e| RedisDown(format!("REDIS_URL is invalid: {e}")))?;
+        Self::with_ca_file(url, None)
+    }
+
+    /// [`RedisLink::new`] trusting the CA certificate(s) in `ca_file` (`redis.ca_file`, PEM)
+    /// for a `rediss://` URL instead of the system store.
+    pub fn with_ca_file(url: &str, ca_file: Option<&std::path::Path>) -> Result<Self, RedisDown> {
+        let invalid = |e: redis::RedisError| RedisDown(format!("REDIS_URL is invalid: {e}"));
+        let client = match ca_file {
+            None => redis::Client::open(url).map_err(invalid)?,
+            Some(path) => {
+                if !url.starts_with("rediss://") {
+                    return Err(RedisDown("redis.ca_file is set but REDIS_URL is not rediss:// (TLS)".into()));
+                }
+                let pem = std::fs::read(path)
+                    .map_err(|e| RedisDown(format!("cannot read redis.ca_file {}: {e}", path.display())))?;
+                let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+                redis::Client::build_with_tls(url, certs).map_err(invalid)?
+            }
+        };
         Ok(Self { client, conn: Mutex::new(None) })
     }
 
@@ -31,17 +50,27 @@ impl RedisLink {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
+        let c = self.connect().await?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// A connection of its own, for blocking commands (`XREADGROUP ... BLOCK`): on the shared
+    /// multiplexed connection they would hold up every command queued behind them. Callers
+    /// keep it; it reconnects by itself like the shared one.
+    pub async fn dedicated(&self) -> Result<ConnectionManager, RedisDown> {
+        self.connect().await
+    }
+
+    async fn connect(&self) -> Result<ConnectionManager, RedisDown> {
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(2);
-        let c =
-            tokio::time::timeout(Duration::from_secs(3), ConnectionManager::new_with_config(self.client.clone(), cfg))
-                .await
-                .map_err(|_| RedisDown("connect timed out".into()))?
-                .map_err(|e| RedisDown(e.to_string()))?;
-        *slot = Some(c.clone());
-        Ok(c)
+        tokio::time::timeout(Duration::from_secs(3), ConnectionManager::new_with_config(self.client.clone(), cfg))
+            .await
+            .map_err(|_| RedisDown("connect timed out".into()))?
+            .map_err(|e| RedisDown(e.to_string()))
     }
 
     /// True when Redis answers PING within a second.

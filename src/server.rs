@@ -1,6 +1,7 @@
 //! Start-up (migrate, bind, spawn) and the graceful drain, in one place:
-//! signal → readiness off → stop accepting → commit queued writes → close sockets 1001 →
-//! wait for connections → exit, all within `server.drain_secs`.
+//! signal → readiness off → stop accepting → commit queued writes → close sockets 1001 and stop
+//! the notification relay and workers → wait for connections → exit, all within
+//! `server.drain_secs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,11 +79,16 @@ pub async fn serve(config: Config, dev: bool) -> Result<(), StartError> {
         .clone()
         .ok_or_else(|| StartError::Config("DATABASE_URL is not set (postgres://user:pass@host:port/db)".into()))?;
 
-    let applied = store::migrate::run(&url).await.map_err(StartError::Database)?;
+    // One rustls crypto provider for every TLS client (PostgreSQL, Redis, webhooks); an
+    // error means one is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca_file = config.database.ca_file.as_deref();
+    let applied = store::migrate::run_with_ca_file(&url, ca_file).await.map_err(StartError::Database)?;
     tracing::info!(applied, "Migrations applied.");
 
-    let db = Store::new(&url, config.database.pool_size, Duration::from_millis(config.database.connect_timeout_ms))
-        .map_err(StartError::Database)?;
+    let connect_timeout = Duration::from_millis(config.database.connect_timeout_ms);
+    let db =
+        Store::with_ca_file(&url, config.database.pool_size, connect_timeout, ca_file).map_err(StartError::Database)?;
     let bus = Bus::new(db.clone());
     let committed = Arc::new(tokio::sync::Notify::new());
     let (writer, batcher) = store::batcher::new(
@@ -104,10 +110,15 @@ pub async fn serve(config: Config, dev: bool) -> Result<(), StartError> {
     let metrics = crate::telemetry::install_metrics();
     let drain_secs = config.server.drain_secs;
     let redis = match config.redis.url.as_deref() {
-        Some(url) => Some(Arc::new(RedisLink::new(url).map_err(|e| StartError::Config(e.to_string()))?)),
+        Some(url) => Some(Arc::new(
+            RedisLink::with_ca_file(url, config.redis.ca_file.as_deref())
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        )),
         None => None,
     };
-    let app = App::new(config, db, writer, bus, auth, metrics, redis, committed);
+    let notify_queue =
+        (config.notify.enabled() || redis.is_some()).then(|| crate::notify::queue(&config, redis.clone()));
+    let app = App::new(config, db, writer, bus, auth, metrics, redis, committed, notify_queue.clone());
 
     if dev {
         print_dev_banner(&app, &secrets, local).await;
@@ -115,19 +126,33 @@ pub async fn serve(config: Config, dev: bool) -> Result<(), StartError> {
 
     let drain_writer = CancellationToken::new();
     let batcher_task = tokio::spawn(batcher.run(drain_writer.clone()));
+    let notify = match notify_queue {
+        Some(q) => Some(crate::notify::start(&app, q).map_err(|e| StartError::Config(e.to_string()))?),
+        None => None,
+    };
     let stop_accept = CancellationToken::new();
     let accept = tokio::spawn(listener::serve(app.clone(), listener, Routes::All, stop_accept.clone()));
     if let Some(l) = metrics_listener {
         tokio::spawn(listener::serve(app.clone(), l, Routes::Metrics, stop_accept.clone()));
     }
+    // SIGHUP reloads the log filter and limits (src/reload.rs); installed before READY so an
+    // early `systemctl reload` is never the default SIGHUP action (terminate).
+    crate::reload::spawn(app.clone());
     // The one stdout line tests and scripts wait for.
     println!("listening on {local}");
     tracing::info!(%local, node = %app.config.node_id(), "Listening.");
+    crate::systemd::ready();
+    // Never cancelled: the watchdog keeps pinging through the drain until the process exits.
+    crate::systemd::spawn_watchdog(CancellationToken::new());
 
     wait_for_signal().await;
     tracing::info!(drain_secs, "Draining.");
+    crate::systemd::stopping();
+    let grace = Duration::from_secs(app.config.server.accept_grace_secs);
     let drained = tokio::time::timeout(Duration::from_secs(drain_secs), async {
         app.start_draining();
+        // Still accepting: health checks get /readyz 503 and take this node out of rotation.
+        tokio::time::sleep(grace).await;
         stop_accept.cancel();
         let _ = accept.await;
         // Commit every queued write; its echoes go out before the sockets close.
@@ -135,7 +160,13 @@ pub async fn serve(config: Config, dev: bool) -> Result<(), StartError> {
         let _ = batcher_task.await;
         app.shutdown.cancel();
         app.tasks.close();
-        app.tasks.wait().await;
+        // Workers stop while sockets close; unfinished jobs stay in Redis (or the outbox).
+        let stop_notify = async {
+            if let Some(n) = notify {
+                n.stop().await;
+            }
+        };
+        tokio::join!(app.tasks.wait(), stop_notify);
     })
     .await;
     if drained.is_err() {
@@ -155,7 +186,8 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::from_std(socket.into()).map_err(err)
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM or SIGINT.
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {

@@ -53,17 +53,23 @@ pub struct Session {
     strikes: u32,
     strike_limit: u32,
     limits: DecodeLimits,
+    /// `limits.typing_per_sec` when the connection opened.
+    typing_per_sec: u32,
+    /// The writer's initial hold was ended (first non-`sync` event seen).
+    released: bool,
 }
 
 impl Session {
     /// A session for an authenticated, registered connection.
     pub fn new(app: Arc<App>, handle: Arc<ConnHandle>) -> Self {
-        let l = &app.config.limits;
+        // Limits as of now: a SIGHUP reload applies to connections opened after it.
+        let l = app.limits();
         let messages = TokenBucket::new(l.messages_per_sec, l.messages_burst);
         let events = TokenBucket::new(l.messages_per_sec.saturating_mul(10), l.messages_burst.saturating_mul(10));
         let strike_limit = (l.messages_burst * 2).max(10);
         let limits = DecodeLimits { content_max_chars: l.content_max_chars };
-        Self { app, handle, messages, events, strikes: 0, strike_limit, limits }
+        let typing_per_sec = l.typing_per_sec;
+        Self { app, handle, messages, events, strikes: 0, strike_limit, limits, typing_per_sec, released: false }
     }
 
     fn send(&self, frame: Bytes) {
@@ -104,6 +110,11 @@ impl Session {
             return None;
         }
         self.strikes = 0;
+        if !self.released && !matches!(event, ClientEvent::Sync { .. }) {
+            // Not a reconnect-and-sync client: stop holding live messages for a sync.
+            self.released = true;
+            let _ = self.handle.conn.outbox.push(Out::Release);
+        }
         match event {
             ClientEvent::Message { room_id, content, client_msg_id } => {
                 let reference = client_msg_id.clone().map(Value::String);
@@ -127,7 +138,7 @@ impl Session {
             ClientEvent::Typing { room_id, start } => {
                 if !self.handle.in_room(room_id) {
                     self.send_error(&ApiError::forbidden("you are not a member of this room"), None);
-                } else if self.app.registry.allow_typing(me, room_id, self.app.config.limits.typing_per_sec) {
+                } else if self.app.registry.allow_typing(me, room_id, self.typing_per_sec) {
                     self.app.bus.publish(room_id, protocol::typing_frame(room_id, me, start), Some(me));
                 }
             }
@@ -187,7 +198,7 @@ impl Session {
             let rows = match self.app.store.messages_between(room, last_seen, i64::MAX, max + 1).await {
                 Ok(rows) => rows,
                 Err(e) => {
-                    let _ = outbox.push(Out::Replay { room, rows: Vec::new() });
+                    let _ = outbox.push(Out::Replay { room, after: last_seen, rows: Vec::new() });
                     self.send_error(&e.into(), None);
                     continue;
                 }
@@ -198,7 +209,7 @@ impl Session {
                 more = true;
             }
             metrics::counter!("livechat_ws_sync_replayed_messages_total").increment(rows.len() as u64);
-            if outbox.push(Out::Replay { room, rows }).is_err() {
+            if outbox.push(Out::Replay { room, after: last_seen, rows }).is_err() {
                 return;
             }
             done.push((room, last_seen));

@@ -92,6 +92,23 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
     describe();
     // Bind the hot-path handles to this recorder before any traffic.
     let _ = hot();
+    // Counters that alerts use exist from the first scrape (0), not from their first event,
+    // so `rate()` and `increase()` see the first increment.
+    for name in [
+        "livechat_ws_slow_consumer_closes_total",
+        "livechat_ws_protocol_closes_total",
+        "livechat_ws_sync_replays_total",
+        "livechat_ws_sync_replayed_messages_total",
+        "livechat_ws_deliveries_total",
+        "livechat_ws_outbound_dropped_frames_total",
+        "livechat_bus_gap_fills_total",
+        "livechat_storage_unavailable_total",
+        "livechat_storage_batch_retries_total",
+        "livechat_storage_messages_committed_total",
+        "livechat_http_accept_errors_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
     let upkeep = handle.clone();
     tokio::spawn(async move {
         loop {
@@ -132,6 +149,18 @@ fn describe() {
     describe_gauge!("livechat_postgres_up", "1 when PostgreSQL answered the last readiness probe.");
     describe_gauge!("livechat_redis_up", "1 when Redis answered the last readiness probe.");
     describe_counter!("livechat_http_accept_errors_total", "Failed accept() calls.");
+    describe_counter!("livechat_notify_jobs_enqueued_total", "Notification jobs enqueued.");
+    describe_counter!("livechat_notify_jobs_delivered_total", "Notification jobs delivered, by sink.");
+    describe_counter!("livechat_notify_jobs_retried_total", "Failed notification deliveries scheduled for a retry.");
+    describe_counter!("livechat_notify_jobs_dead_lettered_total", "Notification jobs moved to the dead letters.");
+    describe_counter!("livechat_notify_jobs_reclaimed_total", "Notification jobs taken over from a dead worker.");
+    describe_counter!(
+        "livechat_notify_enqueue_refused_total",
+        "Relay passes refused by a full queue (rows wait in the outbox)."
+    );
+    describe_gauge!("livechat_notify_queue_depth", "Notification jobs queued, in flight or waiting for a retry.");
+    describe_gauge!("livechat_notify_dead_letters", "Notification jobs in the dead letters.");
+    describe_histogram!("livechat_notify_delivery_seconds", Unit::Seconds, "From enqueue to successful delivery.");
     describe_counter!("livechat_config_reloads_total", "SIGHUP configuration reloads, by result (ok, error).");
     describe_gauge!("livechat_process_resident_memory_bytes", "Resident set size.");
     describe_gauge!("livechat_process_open_fds", "Open file descriptors.");

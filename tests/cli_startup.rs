@@ -25,13 +25,9 @@ fn decode(token: &str, secret: &str) -> serde_json::Value {
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     v.leeway = 0;
     v.set_required_spec_claims(&["exp", "sub"]);
-    jsonwebtoken::decode::<serde_json::Value>(
-        token,
-        &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
-        &v,
-    )
-    .unwrap_or_else(|e| panic!("token {token:?} does not verify with the secret: {e}"))
-    .claims
+    jsonwebtoken::decode::<serde_json::Value>(token, &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()), &v)
+        .unwrap_or_else(|e| panic!("token {token:?} does not verify with the secret: {e}"))
+        .claims
 }
 
 #[tokio::test]
@@ -70,11 +66,9 @@ async fn token_subcommand_without_secret_fails_cleanly() {
 async fn token_from_cli_is_accepted_by_the_server() {
     let s = TestServer::start(&[]).await;
     let (uid, _) = s.create_user("cli_tok").await;
-    let out = run_cli(
-        &["token", "--user", &uid.to_string(), "--ttl", "300"],
-        &[("LIVECHAT_JWT_SECRET", &s.jwt_secret)],
-    )
-    .await;
+    let out =
+        run_cli(&["token", "--user", &uid.to_string(), "--ttl", "300"], &[("LIVECHAT_JWT_SECRET", &s.jwt_secret)])
+            .await;
     assert!(out.status.success(), "{out:?}");
     let token = out.stdout.trim().to_string();
     let r = s.get_json("/v1/rooms", &token).await;

@@ -247,7 +247,9 @@ async fn sigterm_closes_1001_commits_and_exits_zero() {
         let (seen, code) = c.events_until_close().await;
         assert_eq!(code, Some(1001), "client {i}: close code on SIGTERM");
         for v in seen {
-            if v["type"] == "message" && v["client_msg_id"].as_str().map(|x| x.starts_with(&format!("term{i}-"))) == Some(true) {
+            if v["type"] == "message"
+                && v["client_msg_id"].as_str().map(|x| x.starts_with(&format!("term{i}-"))) == Some(true)
+            {
                 acks.push(ack_of(&v));
             }
         }

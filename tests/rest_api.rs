@@ -7,10 +7,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 /// Limits high enough that tests can post dozens of messages quickly.
-const FAST: &[(&str, &str)] = &[
-    ("LIVECHAT_LIMITS__MESSAGES_PER_SEC", "10000"),
-    ("LIVECHAT_LIMITS__MESSAGES_BURST", "10000"),
-];
+const FAST: &[(&str, &str)] =
+    &[("LIVECHAT_LIMITS__MESSAGES_PER_SEC", "10000"), ("LIVECHAT_LIMITS__MESSAGES_BURST", "10000")];
 
 fn seqs(list: &[Value]) -> Vec<i64> {
     list.iter().map(|m| m["seq"].as_i64().expect("seq")).collect()
@@ -95,13 +93,10 @@ async fn create_token_returns_working_token() {
     // It is an HS256 JWT for that user signed with the server's secret.
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     v.set_required_spec_claims(&["exp", "sub"]);
-    let claims = jsonwebtoken::decode::<Value>(
-        token,
-        &jsonwebtoken::DecodingKey::from_secret(s.jwt_secret.as_bytes()),
-        &v,
-    )
-    .expect("verifies with LIVECHAT_JWT_SECRET")
-    .claims;
+    let claims =
+        jsonwebtoken::decode::<Value>(token, &jsonwebtoken::DecodingKey::from_secret(s.jwt_secret.as_bytes()), &v)
+            .expect("verifies with LIVECHAT_JWT_SECRET")
+            .claims;
     assert_eq!(claims["sub"], json!(uid.to_string()));
     let rooms = s.get_json("/v1/rooms", token).await;
     assert_eq!(rooms.status, 200, "{rooms:?}");
@@ -115,10 +110,9 @@ async fn admin_routes_refuse_missing_and_user_tokens() {
     no_auth.assert_error(401, "unauthorized");
     let bad = s.post_json("/v1/users", "not-the-admin-token", json!({ "username": "x2" })).await;
     bad.assert_error(401, "unauthorized");
-    for (path, body) in [
-        ("/v1/users", json!({ "username": "x3" })),
-        ("/v1/tokens", json!({ "user_id": uid, "ttl_secs": 60 })),
-    ] {
+    for (path, body) in
+        [("/v1/users", json!({ "username": "x3" })), ("/v1/tokens", json!({ "user_id": uid, "ttl_secs": 60 }))]
+    {
         let r = s.post_json(path, &user_token, body).await;
         assert!(r.status == 401 || r.status == 403, "user token on admin {path} must be refused: {r:?}");
         assert!(r.body["error"]["code"].is_string(), "{r:?}");
@@ -159,9 +153,7 @@ async fn history_limit_bounds() {
     let s = TestServer::start(&[]).await;
     let (_, t) = s.create_user("lim").await;
     for bad in ["0", "501", "abc", "-1"] {
-        s.get_json(&format!("/chat/history?room_id=1&limit={bad}"), &t)
-            .await
-            .assert_error(400, "bad_request");
+        s.get_json(&format!("/chat/history?room_id=1&limit={bad}"), &t).await.assert_error(400, "bad_request");
     }
     for good in ["1", "500"] {
         let r = s.get_json(&format!("/chat/history?room_id=1&limit={good}"), &t).await;
@@ -272,9 +264,7 @@ async fn create_room_validation() {
     let s = TestServer::start(&[]).await;
     let (_, ta) = s.create_user("val").await;
     s.post_json("/v1/rooms", &ta, json!({ "members": [] })).await.assert_error(400, "bad_request");
-    s.post_json("/v1/rooms", &ta, json!({ "name": "x", "members": "nope" }))
-        .await
-        .assert_error(400, "bad_request");
+    s.post_json("/v1/rooms", &ta, json!({ "name": "x", "members": "nope" })).await.assert_error(400, "bad_request");
     s.request_raw(Method::POST, "/v1/rooms", Some(&ta), "{").await.assert_error(400, "bad_request");
 }
 

@@ -156,11 +156,8 @@ async fn violation_on_one_connection_does_not_disturb_another() {
 
 #[tokio::test]
 async fn rate_limit_error_then_close_1008_on_sustained_abuse() {
-    let s = TestServer::start(&[
-        ("LIVECHAT_LIMITS__MESSAGES_PER_SEC", "2"),
-        ("LIVECHAT_LIMITS__MESSAGES_BURST", "2"),
-    ])
-    .await;
+    let s = TestServer::start(&[("LIVECHAT_LIMITS__MESSAGES_PER_SEC", "2"), ("LIVECHAT_LIMITS__MESSAGES_BURST", "2")])
+        .await;
     let (_, t) = s.create_user("spammer").await;
     let mut c = s.ws(&t).await;
     for i in 0..3 {
@@ -286,7 +283,8 @@ async fn slow_consumer_is_closed_others_get_everything() {
         RawEnd::Eof => {}
     }
     // Still gapless up to where it was cut.
-    let slow_seqs: Vec<i64> = seen.iter().filter(|v| v["type"] == "message").map(|v| v["seq"].as_i64().unwrap()).collect();
+    let slow_seqs: Vec<i64> =
+        seen.iter().filter(|v| v["type"] == "message").map(|v| v["seq"].as_i64().unwrap()).collect();
     assert_eq!(slow_seqs, (1..=slow_seqs.len() as i64).collect::<Vec<_>>(), "no gap before the cut");
 
     // The others are still connected and working.
@@ -299,11 +297,8 @@ async fn slow_consumer_is_closed_others_get_everything() {
 
 #[tokio::test]
 async fn silent_client_is_closed_1001_after_idle_timeout() {
-    let s = TestServer::start(&[
-        ("LIVECHAT_LIMITS__PING_SECS", "1"),
-        ("LIVECHAT_LIMITS__IDLE_TIMEOUT_SECS", "2"),
-    ])
-    .await;
+    let s =
+        TestServer::start(&[("LIVECHAT_LIMITS__PING_SECS", "1"), ("LIVECHAT_LIMITS__IDLE_TIMEOUT_SECS", "2")]).await;
     let mut raw = raw_client(&s, "silent").await;
     // Never answers pings; reads (and ignores) everything until the close.
     let started = Instant::now();
@@ -323,11 +318,8 @@ async fn silent_client_is_closed_1001_after_idle_timeout() {
 
 #[tokio::test]
 async fn pong_answering_client_survives_idle_timeout() {
-    let s = TestServer::start(&[
-        ("LIVECHAT_LIMITS__PING_SECS", "1"),
-        ("LIVECHAT_LIMITS__IDLE_TIMEOUT_SECS", "2"),
-    ])
-    .await;
+    let s =
+        TestServer::start(&[("LIVECHAT_LIMITS__PING_SECS", "1"), ("LIVECHAT_LIMITS__IDLE_TIMEOUT_SECS", "2")]).await;
     let (_, t) = s.create_user("polite").await;
     let mut c = s.ws(&t).await;
     // Keep reading (tungstenite answers pings) for twice the idle timeout: no close.
@@ -388,11 +380,8 @@ async fn slowloris_half_request_head_is_dropped() {
 
 #[tokio::test]
 async fn rate_limited_messages_are_not_stored() {
-    let s = TestServer::start(&[
-        ("LIVECHAT_LIMITS__MESSAGES_PER_SEC", "1"),
-        ("LIVECHAT_LIMITS__MESSAGES_BURST", "1"),
-    ])
-    .await;
+    let s = TestServer::start(&[("LIVECHAT_LIMITS__MESSAGES_PER_SEC", "1"), ("LIVECHAT_LIMITS__MESSAGES_BURST", "1")])
+        .await;
     let (_, t) = s.create_user("limited").await;
     let mut c = s.ws(&t).await;
     c.send_msg(1, "ok", Some("a")).await;
@@ -400,7 +389,11 @@ async fn rate_limited_messages_are_not_stored() {
     let mut got: HashSet<String> = HashSet::new();
     for _ in 0..2 {
         let v: Value = c.recv_types(&["message", "error"]).await;
-        got.insert(format!("{}:{}", v["type"].as_str().unwrap(), v.get("ref").and_then(|r| r.as_str()).or(v["client_msg_id"].as_str()).unwrap_or("")));
+        got.insert(format!(
+            "{}:{}",
+            v["type"].as_str().unwrap(),
+            v.get("ref").and_then(|r| r.as_str()).or(v["client_msg_id"].as_str()).unwrap_or("")
+        ));
     }
     assert!(got.contains("message:a") && got.contains("error:b"), "{got:?}");
     let h = s.history(&t, 1, 10).await;

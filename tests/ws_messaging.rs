@@ -8,10 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use common::*;
 use serde_json::{json, Value};
 
-const FAST: &[(&str, &str)] = &[
-    ("LIVECHAT_LIMITS__MESSAGES_PER_SEC", "10000"),
-    ("LIVECHAT_LIMITS__MESSAGES_BURST", "10000"),
-];
+const FAST: &[(&str, &str)] =
+    &[("LIVECHAT_LIMITS__MESSAGES_PER_SEC", "10000"), ("LIVECHAT_LIMITS__MESSAGES_BURST", "10000")];
 
 /// Every field of `expected` is present in `v` with that value (SPEC §5 field lists).
 #[track_caller]
@@ -359,10 +357,8 @@ async fn status_update_advances_watermarks_and_relays() {
 
     // Watermarks never go backwards.
     cb.send_json(json!({ "type": "status_update", "message_id": m1_id, "delivered": true })).await;
-    ca.recv_until("relay of the late m1 receipt", |v| {
-        v["type"] == "status_update" && v["message_id"] == json!(m1_id)
-    })
-    .await;
+    ca.recv_until("relay of the late m1 receipt", |v| v["type"] == "status_update" && v["message_id"] == json!(m1_id))
+        .await;
     let members = s.get_json(&format!("/v1/rooms/{room}/members"), &ta).await;
     let mb = members.body.as_array().unwrap().iter().find(|m| m["user_id"] == json!(b)).unwrap().clone();
     assert_eq!(mb["delivered_seq"], json!(2), "{mb}");
@@ -372,7 +368,10 @@ async fn status_update_advances_watermarks_and_relays() {
 
     let rooms_b = s.get_json("/v1/rooms", &tb).await;
     let rb = rooms_b.body.as_array().unwrap().iter().find(|r| r["id"] == json!(room)).unwrap().clone();
-    assert_eq!((rb["delivered_seq"].clone(), rb["read_seq"].clone(), rb["last_seq"].clone()), (json!(2), json!(2), json!(2)));
+    assert_eq!(
+        (rb["delivered_seq"].clone(), rb["read_seq"].clone(), rb["last_seq"].clone()),
+        (json!(2), json!(2), json!(2))
+    );
 
     // Booleans in history.
     let h = s.history(&ta, room, 10).await;
@@ -417,9 +416,7 @@ async fn presence_online_and_offline() {
     let mut cb = s.ws_ready(&tb).await;
 
     let ca = s.ws_ready(&ta).await;
-    let p = cb
-        .recv_until("alice online", |v| v["type"] == "presence" && v["user_id"] == json!(a))
-        .await;
+    let p = cb.recv_until("alice online", |v| v["type"] == "presence" && v["user_id"] == json!(a)).await;
     assert_fields(&p, &json!({ "type": "presence", "room_id": 1, "user_id": a, "online": true }));
 
     // A second connection of alice is not "first anywhere": no new online event. Sentinel:
@@ -436,9 +433,7 @@ async fn presence_online_and_offline() {
     // Closing one of two connections: still online. Closing the last: offline.
     ca.close().await;
     ca2.close().await;
-    let p = cb
-        .recv_until("alice offline", |v| v["type"] == "presence" && v["user_id"] == json!(a))
-        .await;
+    let p = cb.recv_until("alice offline", |v| v["type"] == "presence" && v["user_id"] == json!(a)).await;
     assert_eq!(p["online"], json!(false), "after the last connection closed: {p}");
     assert_eq!(p["room_id"], json!(1));
 }
@@ -634,19 +629,65 @@ async fn presence_only_in_rooms_up_to_max_room_members() {
     let pair = s.create_room(&ta, "pair", &[b]).await;
     let mut cb = s.ws_ready(&tb).await;
     let mut ca = s.ws_ready(&ta).await;
-    let p = cb
-        .recv_until("alice presence", |v| v["type"] == "presence" && v["user_id"] == json!(a))
-        .await;
+    let p = cb.recv_until("alice presence", |v| v["type"] == "presence" && v["user_id"] == json!(a)).await;
     assert_eq!(p["room_id"], json!(pair), "presence only in the small room: {p}");
     assert_eq!(p["online"], json!(true));
     // Sentinel: no presence for room 1 before alice's next message.
     let echo = ca.send_and_echo(1, "sentinel").await;
-    let next = cb
-        .recv_until("sentinel", |v| v["type"] == "message" || v["type"] == "presence")
-        .await;
+    let next = cb.recv_until("sentinel", |v| v["type"] == "message" || v["type"] == "presence").await;
     assert_eq!(next["id"], echo["id"], "no presence in a room above max_room_members: {next}");
     // The members endpoint still shows online state in the big room.
     let m = s.get_json("/v1/rooms/1/members", &tb).await;
     let ma = m.body.as_array().unwrap().iter().find(|x| x["user_id"] == json!(a)).unwrap().clone();
     assert_eq!(ma["online"], json!(true), "{m:?}");
+}
+
+// --- resume under live traffic ------------------------------------------------------------
+
+/// A reconnecting client syncs while another member keeps sending, and the replay is capped:
+/// following `synced` (re-syncing while `more`) it ends with every seq exactly once, in order.
+#[tokio::test]
+async fn resume_with_capped_replay_under_live_traffic_is_gapless_and_ordered() {
+    let s = TestServer::start(&[
+        ("LIVECHAT_SYNC__MAX_REPLAY", "7"),
+        ("LIVECHAT_LIMITS__MESSAGES_PER_SEC", "10000"),
+        ("LIVECHAT_LIMITS__MESSAGES_BURST", "10000"),
+    ])
+    .await;
+    let (_, ta) = s.create_user("rs_a").await;
+    let (_, tb) = s.create_user("rs_b").await;
+    let mut sender = s.ws_ready(&ta).await;
+    for i in 0..30 {
+        sender.send_and_echo(1, &format!("before {i}")).await;
+    }
+    // Live traffic keeps flowing while B reconnects and catches up.
+    let live = tokio::spawn(async move {
+        for i in 0..40 {
+            sender.send_and_echo(1, &format!("during {i}")).await;
+        }
+        sender
+    });
+    let mut b = s.ws(&tb).await;
+    let mut last = 0i64;
+    let mut got = Vec::new();
+    loop {
+        b.send_json(json!({ "type": "sync", "rooms": { "1": last } })).await;
+        let synced = loop {
+            let v = b.recv_types(&["message", "synced"]).await;
+            if v["type"] == "synced" {
+                break v;
+            }
+            got.push(v["seq"].as_i64().unwrap());
+        };
+        last = synced["rooms"]["1"].as_i64().unwrap();
+        if synced["more"] == json!(false) {
+            break;
+        }
+    }
+    let _sender = bounded("live sender", live).await.unwrap();
+    // After the last synced, live delivery continues from `last`.
+    while got.last().copied().unwrap_or(0) < 70 {
+        got.push(b.recv_type("message").await["seq"].as_i64().unwrap());
+    }
+    assert_eq!(got, (1..=70).collect::<Vec<_>>(), "every seq once, in order");
 }

@@ -36,6 +36,7 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>, permit: Permit) -> Res
         }
         (&Method::GET, ["healthz"]) => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         (&Method::GET, ["readyz"]) => Ok(rest::readyz(&app).await),
+        (&Method::GET, ["openapi.json"]) => Ok(openapi()),
         (&Method::GET, ["metrics"]) if app.config.server.metrics_listen.is_none() => Ok(metrics_response(&app).await),
         (&Method::GET, ["chat", "history"]) => rest::history(&app, &req).await,
         (&Method::POST, ["v1", "users"]) => rest::create_user(&app, req).await,
@@ -48,15 +49,20 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>, permit: Permit) -> Res
             rest::add_member(&app, req, &id).await
         }
         (&Method::DELETE, ["v1", "rooms", id, "members", uid]) => rest::remove_member(&app, &req, id, uid).await,
+        (&Method::GET, ["v1", "admin", "dead-letters"]) => rest::dead_letters(&app, &req).await,
+        (&Method::POST, ["v1", "admin", "dead-letters", "requeue"]) => rest::requeue_dead_letters(&app, req).await,
         (
             _,
             ["ws", "chat"]
             | ["healthz"]
             | ["readyz"]
+            | ["openapi.json"]
             | ["chat", "history"]
             | ["v1", "users"]
             | ["v1", "tokens"]
-            | ["v1", "rooms"],
+            | ["v1", "rooms"]
+            | ["v1", "admin", "dead-letters"]
+            | ["v1", "admin", "dead-letters", "requeue"],
         )
         | (_, ["v1", "rooms", _, "members"])
         | (_, ["v1", "rooms", _, "members", _]) => {
@@ -82,6 +88,16 @@ async fn metrics_response(app: &App) -> Response<Full<Bytes>> {
     let body = app.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp
+}
+
+/// The REST contract (OpenAPI 3.1), kept in `docs/openapi.json` and compiled in.
+const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// `GET /openapi.json`.
+fn openapi() -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 

@@ -128,11 +128,12 @@ pub async fn create_user(app: &App, req: Request<Incoming>) -> Reply {
     admin(app, &req)?;
     let body: NewUser = read_json(req).await?;
     let n = body.username.chars().count();
-    if n == 0 || n > 50 || body.username.trim().is_empty() {
+    // NUL: PostgreSQL text cannot store it (it would be a 500).
+    if n == 0 || n > 50 || body.username.trim().is_empty() || body.username.contains('\0') {
         return Err(ApiError::bad_request("username must be 1 to 50 characters"));
     }
     if let Some(email) = &body.email {
-        if email.len() > 254 || !email.contains('@') {
+        if email.len() > 254 || !email.contains('@') || email.contains('\0') {
             return Err(ApiError::bad_request("email is not an e-mail address"));
         }
     }
@@ -184,7 +185,7 @@ pub async fn create_room(app: &App, req: Request<Incoming>) -> Reply {
     let me = user(app, &req)?;
     let body: NewRoom = read_json(req).await?;
     let n = body.name.trim().chars().count();
-    if n == 0 || body.name.chars().count() > 100 {
+    if n == 0 || body.name.chars().count() > 100 || body.name.contains('\0') {
         return Err(ApiError::bad_request("name must be 1 to 100 characters"));
     }
     if body.members.len() > 10_000 {
@@ -263,4 +264,48 @@ pub async fn remove_member(app: &App, req: &Request<Incoming>, id: &str, uid: &s
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)
+}
+
+/// The notification queue, or 404 when this server has none.
+fn notify_queue(app: &App) -> Result<&crate::notify::Queue, ApiError> {
+    app.notify
+        .as_deref()
+        .ok_or_else(|| ApiError::not_found("notifications are not enabled (no sink configured and no REDIS_URL)"))
+}
+
+fn queue_error(e: crate::notify::NotifyError) -> ApiError {
+    tracing::warn!(error = %e, "Dead-letter request failed.");
+    ApiError::unavailable("the notification queue is unavailable, retry later", 1000)
+}
+
+/// `GET /v1/admin/dead-letters?limit=` (admin): the newest dead-lettered jobs.
+pub async fn dead_letters(app: &App, req: &Request<Incoming>) -> Reply {
+    admin(app, req)?;
+    let limit = match query_param(req.uri().query().unwrap_or(""), "limit") {
+        None => 100,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| ApiError::bad_request("limit must be an integer from 1 to 1000"))?,
+    };
+    let (items, total) = notify_queue(app)?.dead_letters(limit).await.map_err(queue_error)?;
+    Ok(json(StatusCode::OK, &json!({"dead_letters": items, "total": total})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Requeue {
+    job_ids: Option<Vec<String>>,
+}
+
+/// `POST /v1/admin/dead-letters/requeue` (admin): `{"job_ids": [...]}`, or `{}` for all.
+pub async fn requeue_dead_letters(app: &App, req: Request<Incoming>) -> Reply {
+    admin(app, &req)?;
+    let body: Requeue = read_json(req).await?;
+    if body.job_ids.as_ref().is_some_and(|ids| ids.len() > 10_000) {
+        return Err(ApiError::bad_request("at most 10000 job_ids per request"));
+    }
+    let n = notify_queue(app)?.requeue(body.job_ids.as_deref()).await.map_err(queue_error)?;
+    Ok(json(StatusCode::OK, &json!({"requeued": n})))
 }

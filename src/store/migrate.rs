@@ -1,6 +1,8 @@
 //! Schema migrations from `migrations/`, embedded at build time and tracked by refinery in
 //! `refinery_schema_history`. An advisory lock serialises nodes starting at once.
 
+use std::path::Path;
+
 use crate::error::StoreError;
 
 mod embedded {
@@ -12,8 +14,17 @@ const LOCK_KEY: i64 = 0x6c69_7665_6368_6174;
 
 /// Applies pending migrations; returns how many were applied.
 pub async fn run(url: &str) -> Result<usize, StoreError> {
-    let cfg = super::parse_url(url)?;
-    let (mut client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(StoreError::from)?;
+    run_with_ca_file(url, None).await
+}
+
+/// [`run`] with `database.ca_file` for TLS (`sslmode` in the URL, see [`super::tls`]).
+pub async fn run_with_ca_file(url: &str, ca_file: Option<&Path>) -> Result<usize, StoreError> {
+    let super::tls::PgTarget { config: mut cfg, tls, .. } = super::tls::target(url, ca_file)?;
+    // Bounded: an unreachable host or a stalled TLS handshake must fail start-up, not hang it.
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(std::time::Duration::from_secs(10));
+    }
+    let (mut client, conn) = cfg.connect(tls).await.map_err(StoreError::from)?;
     let driver = tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "Migration connection closed.");

@@ -88,6 +88,7 @@ async fn chat_inner(
         ping: Duration::from_secs(limits.ping_secs),
         idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
         expires_at: Some(tokio::time::Instant::now() + Duration::from_secs(deadline_secs)),
+        initial_hold: Duration::from_millis(app.config.sync.initial_hold_ms),
     };
     let task_app = app.clone();
     app.tasks.spawn(async move {
@@ -112,6 +113,7 @@ pub async fn echo(app: Arc<App>, mut req: Request<Incoming>, permit: Permit) -> 
         ping: Duration::from_secs(limits.ping_secs),
         idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
         expires_at: None,
+        initial_hold: Duration::ZERO,
     };
     let task_app = app.clone();
     app.tasks.spawn(async move {

@@ -34,6 +34,8 @@ pub enum Out {
     Replay {
         /// Room.
         room: i64,
+        /// The client's last seen seq the replay starts after.
+        after: i64,
         /// (seq, encoded `message` frame), ascending.
         rows: Vec<(i64, Bytes)>,
     },
@@ -44,6 +46,10 @@ pub enum Out {
         /// A room hit `sync.max_replay`.
         more: bool,
     },
+    /// The client sent its first non-`sync` event: end the connection's initial hold.
+    Release,
+    /// The connection joined or left `room`: forget what its stream carried.
+    Reset(i64),
 }
 
 /// Why and how the connection must close.
