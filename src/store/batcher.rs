@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use tokio_postgres::Row;
+
 use super::queries::message_from_row;
 use super::Store;
 use crate::bus::Bus;
@@ -116,6 +118,8 @@ pub struct Batcher {
     outbox: bool,
     /// Woken after a commit that wrote outbox rows.
     committed: Arc<tokio::sync::Notify>,
+    /// Dedicated connection (not from the pool): statements prepared once, pipelined.
+    conn: Option<WriterConn>,
 }
 
 /// Creates the writer handle and its task (run it with [`Batcher::run`]).
@@ -133,7 +137,7 @@ pub fn new(
 ) -> (Writer, Batcher) {
     let (tx, rx) = mpsc::channel(queue_max.max(1));
     let depth = Arc::new(AtomicU64::new(0));
-    let batcher = Batcher { rx, store, bus, batch_max, timeout, depth: depth.clone(), outbox, committed };
+    let batcher = Batcher { rx, store, bus, batch_max, timeout, depth: depth.clone(), outbox, committed, conn: None };
     (Writer { tx, timeout, depth }, batcher)
 }
 
@@ -160,10 +164,6 @@ struct ReceiptRow {
     room_id: i64,
     user_id: i64,
     message_id: i64,
-    seq: i64,
-    sender_id: i64,
-    delivered: bool,
-    read: bool,
 }
 
 /// A committed batch: what to publish and whom to answer.
@@ -253,7 +253,7 @@ impl Batcher {
         }
     }
 
-    async fn commit(&self, batch: &[Request]) -> Result<Committed, Failure> {
+    async fn commit(&mut self, batch: &[Request]) -> Result<Committed, Failure> {
         let started = std::time::Instant::now();
         let out = match tokio::time::timeout(self.timeout, self.try_commit(batch)).await {
             Ok(r) => r,
@@ -264,223 +264,81 @@ impl Batcher {
         out
     }
 
-    async fn try_commit(&self, batch: &[Request]) -> Result<Committed, Failure> {
-        let mut conn = self.store.conn().await.map_err(Failure::Retry)?;
-        let tx = conn.transaction().await.map_err(|e| Failure::Retry(e.into()))?;
-        let mut done = Committed { new: Vec::new(), repeats: Vec::new(), receipts: Vec::new(), failed: Vec::new() };
-        let retry = |e: tokio_postgres::Error| Failure::Retry(e.into());
-
-        // --- messages ---
-        let msgs: Vec<(usize, i64, i64, &str, Option<&str>)> = batch
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| match &r.write {
-                Write::Message { room_id, sender_id, content, client_msg_id } => {
-                    Some((i, *room_id, *sender_id, content.as_str(), client_msg_id.as_deref()))
-                }
-                Write::Receipt { .. } => None,
-            })
-            .collect();
-        if !msgs.is_empty() {
-            // Idempotency: rows already stored for (sender, client_msg_id), and repeats inside
-            // this batch, get the original instead of a new row.
-            let keyed: Vec<(i64, String)> = msgs.iter().filter_map(|m| m.4.map(|k| (m.2, k.to_string()))).collect();
-            let mut existing: HashMap<(i64, String), MessageEvent> = HashMap::new();
-            if !keyed.is_empty() {
-                let senders: Vec<i64> = keyed.iter().map(|k| k.0).collect();
-                let keys: Vec<&str> = keyed.iter().map(|k| k.1.as_str()).collect();
-                let rows = tx
-                    .query(
-                        "SELECT id, room_id, seq, sender_id, content, created_at, client_msg_id FROM messages \
-                         WHERE (sender_id, client_msg_id) IN \
-                         (SELECT * FROM unnest($1::BIGINT[], $2::TEXT[]))",
-                        &[&senders, &keys],
-                    )
-                    .await
-                    .map_err(retry)?;
-                for r in &rows {
-                    let m = message_from_row(r);
-                    if let Some(k) = m.client_msg_id.clone() {
-                        existing.insert((m.sender_id, k), m);
-                    }
-                }
-            }
-            let mut first_of: HashMap<(i64, &str), usize> = HashMap::new();
-            let mut fresh: Vec<&(usize, i64, i64, &str, Option<&str>)> = Vec::new();
-            let mut in_batch_repeats: Vec<(usize, usize)> = Vec::new(); // (pos, pos of original)
-            for m in &msgs {
-                if let Some(k) = m.4 {
-                    if let Some(orig) = existing.get(&(m.2, k.to_string())) {
-                        done.repeats.push((m.0, orig.clone()));
-                        continue;
-                    }
-                    if let Some(&orig_pos) = first_of.get(&(m.2, k)) {
-                        in_batch_repeats.push((m.0, orig_pos));
-                        continue;
-                    }
-                    first_of.insert((m.2, k), m.0);
-                }
-                fresh.push(m);
-            }
-            if !fresh.is_empty() {
-                // Reserve seq ranges; rooms locked in id order so concurrent nodes cannot deadlock.
-                let mut counts: HashMap<i64, i64> = HashMap::new();
-                for m in &fresh {
-                    *counts.entry(m.1).or_default() += 1;
-                }
-                let mut room_ids: Vec<i64> = counts.keys().copied().collect();
-                room_ids.sort_unstable();
-                let ns: Vec<i64> = room_ids.iter().map(|r| counts[r]).collect();
-                tx.query("SELECT id FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&room_ids])
-                    .await
-                    .map_err(retry)?;
-                let rows = tx
-                    .query(
-                        "UPDATE rooms SET last_seq = rooms.last_seq + v.n \
-                         FROM unnest($1::BIGINT[], $2::BIGINT[]) AS v(id, n) \
-                         WHERE rooms.id = v.id RETURNING rooms.id, rooms.last_seq",
-                        &[&room_ids, &ns],
-                    )
-                    .await
-                    .map_err(retry)?;
-                // next seq to hand out per room
-                let mut next: HashMap<i64, i64> = rows
-                    .iter()
-                    .map(|r| {
-                        let id: i64 = r.get(0);
-                        let last: i64 = r.get(1);
-                        (id, last - counts[&id] + 1)
-                    })
-                    .collect();
-                let mut ins_room = Vec::with_capacity(fresh.len());
-                let mut ins_seq = Vec::with_capacity(fresh.len());
-                let mut ins_sender = Vec::with_capacity(fresh.len());
-                let mut ins_content = Vec::with_capacity(fresh.len());
-                let mut ins_key = Vec::with_capacity(fresh.len());
-                let mut pos_of_seq: HashMap<(i64, i64), usize> = HashMap::new();
-                for m in &fresh {
-                    let Some(seq) = next.get_mut(&m.1) else {
-                        done.failed.push((m.0, ApiError::not_found("no such room")));
-                        continue;
-                    };
-                    pos_of_seq.insert((m.1, *seq), m.0);
-                    ins_room.push(m.1);
-                    ins_seq.push(*seq);
-                    ins_sender.push(m.2);
-                    ins_content.push(m.3);
-                    ins_key.push(m.4);
-                    *seq += 1;
-                }
-                let rows = tx
-                    .query(
-                        "INSERT INTO messages (room_id, seq, sender_id, content, client_msg_id) \
-                         SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[]) \
-                         RETURNING id, room_id, seq, sender_id, content, created_at, client_msg_id",
-                        &[&ins_room, &ins_seq, &ins_sender, &ins_content, &ins_key],
-                    )
-                    .await
-                    .map_err(retry)?;
-                for r in &rows {
-                    let m = message_from_row(r);
-                    if let Some(&pos) = pos_of_seq.get(&(m.room_id, m.seq)) {
-                        done.new.push((pos, m));
-                    }
-                }
-                done.new.sort_by_key(|(_, m)| (m.room_id, m.seq));
-                if self.outbox {
-                    let ids: Vec<i64> = done.new.iter().map(|(_, m)| m.id).collect();
-                    tx.execute("INSERT INTO notify_outbox (message_id) SELECT unnest($1::BIGINT[])", &[&ids])
-                        .await
-                        .map_err(retry)?;
-                }
-                let by_pos: HashMap<usize, &MessageEvent> = done.new.iter().map(|(p, m)| (*p, m)).collect();
-                for (pos, orig_pos) in in_batch_repeats {
-                    if let Some(m) = by_pos.get(&orig_pos) {
-                        done.repeats.push((pos, (*m).clone()));
-                    }
-                }
-            }
+    /// The writer's own connection with its prepared statements, (re)made on demand.
+    async fn writer_conn(&mut self) -> Result<&WriterConn, StoreError> {
+        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            self.conn = None;
         }
-
-        // --- receipts: coalesced into one watermark update per (room, user) ---
-        let receipts: Vec<ReceiptRow> = batch
-            .iter()
-            .enumerate()
-            .filter_map(|(pos, r)| match r.write {
-                Write::Receipt { room_id, user_id, message_id, seq, sender_id, delivered, read } => {
-                    Some(ReceiptRow { pos, room_id, user_id, message_id, seq, sender_id, delivered, read })
-                }
-                Write::Message { .. } => None,
-            })
-            .collect();
-        if !receipts.is_empty() {
-            let mut marks: HashMap<(i64, i64), (i64, i64)> = HashMap::new();
-            let mut flags: HashMap<i64, (bool, bool)> = HashMap::new();
-            for rc in &receipts {
-                let e = marks.entry((rc.room_id, rc.user_id)).or_default();
-                if rc.delivered || rc.read {
-                    e.0 = e.0.max(rc.seq);
-                }
-                if rc.read {
-                    e.1 = e.1.max(rc.seq);
-                }
-                let f = flags.entry(rc.message_id).or_default();
-                if rc.user_id != rc.sender_id {
-                    f.0 |= rc.delivered || rc.read;
-                    f.1 |= rc.read;
-                }
-            }
-            let (mut rooms, mut users, mut ds, mut rs) = (vec![], vec![], vec![], vec![]);
-            for ((room, user), (d, r)) in &marks {
-                rooms.push(*room);
-                users.push(*user);
-                ds.push(*d);
-                rs.push(*r);
-            }
-            tx.execute(
-                "UPDATE room_members m SET delivered_seq = GREATEST(m.delivered_seq, v.d), \
-                        read_seq = GREATEST(m.read_seq, v.r) \
-                 FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[]) AS v(room, uid, d, r) \
-                 WHERE m.room_id = v.room AND m.user_id = v.uid",
-                &[&rooms, &users, &ds, &rs],
-            )
-            .await
-            .map_err(retry)?;
-            let ids: Vec<i64> = flags.keys().copied().collect();
-            let fd: Vec<bool> = ids.iter().map(|i| flags[i].0).collect();
-            let fr: Vec<bool> = ids.iter().map(|i| flags[i].1).collect();
-            tx.execute(
-                "UPDATE messages m SET delivered = m.delivered OR v.d, read = m.read OR v.r \
-                 FROM unnest($1::BIGINT[], $2::BOOL[], $3::BOOL[]) AS v(id, d, r) \
-                 WHERE m.id = v.id AND ((v.d AND NOT m.delivered) OR (v.r AND NOT m.read))",
-                &[&ids, &fd, &fr],
-            )
-            .await
-            .map_err(retry)?;
-            let rows = tx
-                .query("SELECT id, delivered, read FROM messages WHERE id = ANY($1)", &[&ids])
-                .await
-                .map_err(retry)?;
-            let state: HashMap<i64, (bool, bool)> = rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
-            for rc in &receipts {
-                match state.get(&rc.message_id) {
-                    Some(&(delivered, read)) => done.receipts.push((
-                        rc.pos,
-                        ReceiptRelay {
-                            room_id: rc.room_id,
-                            user_id: rc.user_id,
-                            message_id: rc.message_id,
-                            delivered,
-                            read,
-                        },
-                    )),
-                    None => done.failed.push((rc.pos, ApiError::not_found("no such message"))),
-                }
-            }
+        if self.conn.is_none() {
+            let client = self.store.pool().dedicated_connection().await.map_err(StoreError::from)?;
+            let (dups, insert, marks, flags, state) = tokio::try_join!(
+                client.prepare(DUPS_SQL),
+                client.prepare(INSERT_SQL),
+                client.prepare(MARKS_SQL),
+                client.prepare(FLAGS_SQL),
+                client.prepare(STATE_SQL),
+            )?;
+            self.conn = Some(WriterConn { client, dups, insert, marks, flags, state });
         }
+        self.conn.as_ref().ok_or_else(|| StoreError::Unavailable("no writer connection".into()))
+    }
 
-        tx.commit().await.map_err(|e| Failure::Unknown(e.into()))?;
-        Ok(done)
+    /// Writes one batch in ONE network round trip: BEGIN, the statements and COMMIT are
+    /// pipelined on the writer's connection (prepared statements are sent on first poll, in
+    /// order), and seq reservation, insert and outbox rows are one statement.
+    async fn try_commit(&mut self, batch: &[Request]) -> Result<Committed, Failure> {
+        let outbox = self.outbox;
+        let conn = self.writer_conn().await.map_err(Failure::Retry)?;
+        let plan = Plan::new(batch);
+        let c = &conn.client;
+
+        let dups = async {
+            if plan.keyed_senders.is_empty() {
+                return Ok(Vec::new());
+            }
+            c.query(&conn.dups, &[&plan.keyed_senders, &plan.keyed_keys]).await
+        };
+        let insert = async {
+            if plan.ins_room.is_empty() {
+                return Ok(Vec::new());
+            }
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                [&plan.ins_room, &plan.ins_sender, &plan.ins_content, &plan.ins_key, &plan.ins_ord, &outbox];
+            c.query(&conn.insert, &params).await
+        };
+        let receipts = async {
+            if plan.mark_room.is_empty() {
+                return Ok(Vec::new());
+            }
+            type P<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+            let marks: [P; 4] = [&plan.mark_room, &plan.mark_user, &plan.mark_d, &plan.mark_r];
+            let flags: [P; 3] = [&plan.flag_id, &plan.flag_d, &plan.flag_r];
+            let state: [P; 1] = [&plan.flag_id];
+            let (_, _, rows) = tokio::join!(
+                c.execute(&conn.marks, &marks),
+                c.execute(&conn.flags, &flags),
+                c.query(&conn.state, &state),
+            );
+            rows
+        };
+        let (begin, dups, inserted, states, commit) =
+            tokio::join!(c.batch_execute("BEGIN"), dups, insert, receipts, c.batch_execute("COMMIT"));
+
+        // A statement's database error aborted the transaction: COMMIT rolled back, retry.
+        let results = [begin.as_ref().err(), dups.as_ref().err(), inserted.as_ref().err(), states.as_ref().err()];
+        if let Some(e) = results.into_iter().flatten().find(|e| e.as_db_error().is_some()) {
+            return Err(Failure::Retry(StoreError::Db(e.to_string())));
+        }
+        if let Err(e) = commit {
+            // The connection broke with COMMIT possibly applied.
+            self.conn = None;
+            return Err(Failure::Unknown(e.into()));
+        }
+        let (Ok(dups), Ok(inserted), Ok(states)) = (dups, inserted, states) else {
+            self.conn = None;
+            return Err(Failure::Unknown(StoreError::Unavailable("writer connection failed".into())));
+        };
+        Ok(plan.outcome(batch, &dups, &inserted, &states))
     }
 
     /// After COMMIT: publish to the bus in seq order, then answer the submitters.
@@ -503,6 +361,201 @@ impl Batcher {
             let r = &batch[*pos].reply;
             let _ = r.conn.outbox.push(Out::Frame(protocol::error_frame(err, r.reference.as_ref())));
         }
+    }
+}
+
+/// Idempotency: rows already stored for some (sender, client_msg_id) of the batch.
+const DUPS_SQL: &str = "SELECT id, room_id, seq, sender_id, content, created_at, client_msg_id FROM messages \
+     WHERE (sender_id, client_msg_id) IN (SELECT * FROM unnest($1::BIGINT[], $2::TEXT[]))";
+
+/// Reserves each room's seq range (the row lock makes seq order commit order, also across
+/// nodes), inserts the new messages and their notification outbox rows, and returns
+/// (batch position, id, seq, created_at). Repeats of stored (sender, client_msg_id) are
+/// skipped here, so they never consume a seq.
+const INSERT_SQL: &str =
+    "WITH v AS (SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::INT[]) \
+         AS v(room_id, sender_id, content, client_msg_id, ord)), \
+     fresh AS (SELECT v.* FROM v WHERE v.client_msg_id IS NULL OR NOT EXISTS \
+         (SELECT 1 FROM messages m WHERE m.sender_id = v.sender_id AND m.client_msg_id = v.client_msg_id)), \
+     counts AS (SELECT room_id, count(*) AS n FROM fresh GROUP BY room_id), \
+     upd AS (UPDATE rooms r SET last_seq = r.last_seq + c.n FROM counts c WHERE r.id = c.room_id \
+         RETURNING r.id, r.last_seq - c.n AS base), \
+     numbered AS (SELECT f.*, u.base + row_number() OVER (PARTITION BY f.room_id ORDER BY f.ord) AS seq \
+         FROM fresh f JOIN upd u ON u.id = f.room_id), \
+     ins AS (INSERT INTO messages (room_id, seq, sender_id, content, client_msg_id) \
+         SELECT room_id, seq, sender_id, content, client_msg_id FROM numbered \
+         RETURNING id, room_id, seq, created_at), \
+     ob AS (INSERT INTO notify_outbox (message_id) SELECT id FROM ins WHERE $6) \
+     SELECT n.ord, i.id, i.seq, i.created_at FROM ins i JOIN numbered n ON n.room_id = i.room_id AND n.seq = i.seq";
+
+/// Receipt watermarks, one row per (room, member), only ever moving forward.
+const MARKS_SQL: &str = "UPDATE room_members m SET delivered_seq = GREATEST(m.delivered_seq, v.d), \
+         read_seq = GREATEST(m.read_seq, v.r) \
+     FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[]) AS v(room, uid, d, r) \
+     WHERE m.room_id = v.room AND m.user_id = v.uid";
+
+/// The seed's per-message booleans (touching only rows that change).
+const FLAGS_SQL: &str = "UPDATE messages m SET delivered = m.delivered OR v.d, read = m.read OR v.r \
+     FROM unnest($1::BIGINT[], $2::BOOL[], $3::BOOL[]) AS v(id, d, r) \
+     WHERE m.id = v.id AND ((v.d AND NOT m.delivered) OR (v.r AND NOT m.read))";
+
+/// The booleans after the update, for the relay.
+const STATE_SQL: &str = "SELECT id, delivered, read FROM messages WHERE id = ANY($1)";
+
+/// The writer's dedicated connection and its prepared statements.
+struct WriterConn {
+    client: tokio_postgres::Client,
+    dups: tokio_postgres::Statement,
+    insert: tokio_postgres::Statement,
+    marks: tokio_postgres::Statement,
+    flags: tokio_postgres::Statement,
+    state: tokio_postgres::Statement,
+}
+
+/// A batch turned into statement parameters.
+#[derive(Default)]
+struct Plan {
+    keyed_senders: Vec<i64>,
+    keyed_keys: Vec<String>,
+    ins_room: Vec<i64>,
+    ins_sender: Vec<i64>,
+    ins_content: Vec<String>,
+    ins_key: Vec<Option<String>>,
+    ins_ord: Vec<i32>,
+    /// (position, position of the same (sender, client_msg_id) earlier in the batch)
+    in_batch_repeats: Vec<(usize, usize)>,
+    mark_room: Vec<i64>,
+    mark_user: Vec<i64>,
+    mark_d: Vec<i64>,
+    mark_r: Vec<i64>,
+    flag_id: Vec<i64>,
+    flag_d: Vec<bool>,
+    flag_r: Vec<bool>,
+    receipts: Vec<ReceiptRow>,
+}
+
+impl Plan {
+    fn new(batch: &[Request]) -> Self {
+        let mut p = Plan::default();
+        let mut first_of: HashMap<(i64, &str), usize> = HashMap::new();
+        let mut marks: HashMap<(i64, i64), (i64, i64)> = HashMap::new();
+        let mut flags: HashMap<i64, (bool, bool)> = HashMap::new();
+        for (pos, r) in batch.iter().enumerate() {
+            match &r.write {
+                Write::Message { room_id, sender_id, content, client_msg_id } => {
+                    if let Some(k) = client_msg_id {
+                        if let Some(&orig) = first_of.get(&(*sender_id, k.as_str())) {
+                            p.in_batch_repeats.push((pos, orig));
+                            continue;
+                        }
+                        first_of.insert((*sender_id, k.as_str()), pos);
+                        p.keyed_senders.push(*sender_id);
+                        p.keyed_keys.push(k.clone());
+                    }
+                    p.ins_room.push(*room_id);
+                    p.ins_sender.push(*sender_id);
+                    p.ins_content.push(content.clone());
+                    p.ins_key.push(client_msg_id.clone());
+                    p.ins_ord.push(pos as i32);
+                }
+                &Write::Receipt { room_id, user_id, message_id, seq, sender_id, delivered, read } => {
+                    let e = marks.entry((room_id, user_id)).or_default();
+                    if delivered || read {
+                        e.0 = e.0.max(seq);
+                    }
+                    if read {
+                        e.1 = e.1.max(seq);
+                    }
+                    let f = flags.entry(message_id).or_default();
+                    if user_id != sender_id {
+                        f.0 |= delivered || read;
+                        f.1 |= read;
+                    }
+                    p.receipts.push(ReceiptRow { pos, room_id, user_id, message_id });
+                }
+            }
+        }
+        for ((room, user), (d, r)) in marks {
+            p.mark_room.push(room);
+            p.mark_user.push(user);
+            p.mark_d.push(d);
+            p.mark_r.push(r);
+        }
+        for (id, (d, r)) in flags {
+            p.flag_id.push(id);
+            p.flag_d.push(d);
+            p.flag_r.push(r);
+        }
+        p
+    }
+
+    /// Maps the committed rows back to the batch's requests.
+    fn outcome(&self, batch: &[Request], dups: &[Row], inserted: &[Row], states: &[Row]) -> Committed {
+        let mut done = Committed { new: Vec::new(), repeats: Vec::new(), receipts: Vec::new(), failed: Vec::new() };
+        let existing: HashMap<(i64, String), MessageEvent> = dups
+            .iter()
+            .map(message_from_row)
+            .filter_map(|m| m.client_msg_id.clone().map(|k| ((m.sender_id, k), m)))
+            .collect();
+        let mut by_pos: HashMap<usize, MessageEvent> = HashMap::new();
+        for r in inserted {
+            let pos = r.get::<_, i32>(0) as usize;
+            if let Some(Request { write: Write::Message { room_id, sender_id, content, client_msg_id }, .. }) =
+                batch.get(pos)
+            {
+                let m = MessageEvent {
+                    id: r.get(1),
+                    room_id: *room_id,
+                    seq: r.get(2),
+                    sender_id: *sender_id,
+                    content: content.clone(),
+                    timestamp: r.get(3),
+                    client_msg_id: client_msg_id.clone(),
+                };
+                by_pos.insert(pos, m);
+            }
+        }
+        for &ord in &self.ins_ord {
+            let pos = ord as usize;
+            if by_pos.contains_key(&pos) {
+                continue;
+            }
+            let Write::Message { sender_id, client_msg_id, .. } = &batch[pos].write else { continue };
+            match client_msg_id.as_ref().and_then(|k| existing.get(&(*sender_id, k.clone()))) {
+                Some(orig) => done.repeats.push((pos, orig.clone())),
+                // Stored by another node between our two statements: the retry finds it.
+                None => {
+                    done.failed.push((pos, ApiError::unavailable("write raced another node; retry", RETRY_AFTER_MS)))
+                }
+            }
+        }
+        for &(pos, orig) in &self.in_batch_repeats {
+            let original = by_pos.get(&orig).or_else(|| done.repeats.iter().find(|(p, _)| *p == orig).map(|(_, m)| m));
+            match original {
+                Some(m) => done.repeats.push((pos, m.clone())),
+                None => done.failed.push((pos, ApiError::unavailable("write not confirmed; retry", RETRY_AFTER_MS))),
+            }
+        }
+        done.new = by_pos.into_iter().collect();
+        done.new.sort_by_key(|(_, m)| (m.room_id, m.seq));
+
+        let state: HashMap<i64, (bool, bool)> = states.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
+        for rc in &self.receipts {
+            match state.get(&rc.message_id) {
+                Some(&(delivered, read)) => done.receipts.push((
+                    rc.pos,
+                    ReceiptRelay {
+                        room_id: rc.room_id,
+                        user_id: rc.user_id,
+                        message_id: rc.message_id,
+                        delivered,
+                        read,
+                    },
+                )),
+                None => done.failed.push((rc.pos, ApiError::not_found("no such message"))),
+            }
+        }
+        done
     }
 }
 
