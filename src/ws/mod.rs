@@ -191,7 +191,9 @@ async fn run(
         loop {
             let end = match reader.next(&shared).await {
                 Ok(Message::Text(text)) => match &mut mode {
-                    Mode::Chat(session) => match session.on_text(text).await {
+                    // Boxed: an idle connection's future then holds no room for the largest
+                    // event handler's state (a sync's queries), only while one runs.
+                    Mode::Chat(session) => match Box::pin(session.on_text(text)).await {
                         Some(close) => ReadEnd::Violation(close),
                         None => continue,
                     },

@@ -302,46 +302,44 @@ pub async fn run<W: AsyncWrite + Unpin>(
 }
 
 /// Writes every frame with as few `writev` calls as possible (batches of 64 frames / 64 KiB).
+///
+/// The `IoSlice` array is built inside each poll, never held across an await: it would
+/// otherwise sit in every idle connection's writer future (~1 KiB each).
 async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, frames: &mut Vec<Bytes>) -> std::io::Result<()> {
-    let mut start = 0;
-    while start < frames.len() {
-        // Build one batch.
-        let mut end = start;
-        let mut bytes = 0;
-        while end < frames.len() && end - start < BATCH_FRAMES && (bytes < BATCH_BYTES || end == start) {
-            bytes += frames[end].len();
-            end += 1;
+    let mut first = 0;
+    while first < frames.len() {
+        let n = std::future::poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); BATCH_FRAMES];
+            let mut count = 0;
+            let mut bytes = 0;
+            for (slot, b) in slices.iter_mut().zip(&frames[first..]) {
+                if count > 0 && bytes >= BATCH_BYTES {
+                    break;
+                }
+                *slot = IoSlice::new(b);
+                count += 1;
+                bytes += b.len();
+            }
+            std::pin::Pin::new(&mut *w).poll_write_vectored(cx, &slices[..count])
+        })
+        .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
         }
-        let batch = &mut frames[start..end];
-        let mut first = 0;
-        while first < batch.len() {
-            let n = {
-                let mut slices = [IoSlice::new(&[]); BATCH_FRAMES];
-                let pending = &batch[first..];
-                for (slot, b) in slices.iter_mut().zip(pending) {
-                    *slot = IoSlice::new(b);
-                }
-                w.write_vectored(&slices[..pending.len()]).await?
-            };
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            let mut n = n;
-            while n > 0 && first < batch.len() {
-                let len = batch[first].len();
-                if n >= len {
-                    n -= len;
-                    first += 1;
-                } else {
-                    batch[first].advance(n);
-                    n = 0;
-                }
-            }
-            while first < batch.len() && batch[first].is_empty() {
+        let mut n = n;
+        while n > 0 {
+            let len = frames[first].len();
+            if n >= len {
+                n -= len;
                 first += 1;
+            } else {
+                frames[first].advance(n);
+                n = 0;
             }
         }
-        start = end;
+        while first < frames.len() && frames[first].is_empty() {
+            first += 1;
+        }
     }
     frames.clear();
     Ok(())
