@@ -215,8 +215,12 @@ pub async fn run_worker(config: Config) -> Result<(), WorkerStartError> {
     let db_url = config.database.url.as_deref().ok_or_else(|| {
         WorkerStartError::Config("DATABASE_URL is not set (needed for users' e-mail addresses)".into())
     })?;
-    let link = Arc::new(RedisLink::new(redis_url).map_err(|e| WorkerStartError::Config(e.to_string()))?);
-    let store = Store::new(db_url, 4, Duration::from_millis(config.database.connect_timeout_ms))
+    let link = Arc::new(
+        RedisLink::with_ca_file(redis_url, config.redis.ca_file.as_deref())
+            .map_err(|e| WorkerStartError::Config(e.to_string()))?,
+    );
+    let timeout = Duration::from_millis(config.database.connect_timeout_ms);
+    let store = Store::with_ca_file(db_url, 4, timeout, config.database.ca_file.as_deref())
         .map_err(|e| WorkerStartError::Config(e.to_string()))?;
     let n = &config.notify;
     if !n.enabled() {
@@ -252,7 +256,11 @@ pub async fn run_worker(config: Config) -> Result<(), WorkerStartError> {
     // The one stdout line tests and scripts wait for.
     println!("worker {consumer} running");
     tracing::info!(%consumer, "Notification worker running.");
+    // systemd (livechat-worker.service, Type=notify): up, then watchdog pings until exit.
+    crate::systemd::ready();
+    crate::systemd::spawn_watchdog(CancellationToken::new());
     crate::server::wait_for_signal().await;
+    crate::systemd::stopping();
     tracing::info!("Stopping the worker; unfinished jobs stay in Redis.");
     cancel.cancel();
     let _ = task.await;
