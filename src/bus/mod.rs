@@ -89,10 +89,9 @@ impl Bus {
     /// Subscribes a connection to a room.
     pub fn subscribe(&self, room: i64, sub: Subscriber) {
         let mut rooms = self.shard(room).lock();
-        let st = rooms.entry(room).or_insert_with(|| RoomState::new(room));
-        if !st.subs.iter().any(|s| s.conn_id == sub.conn_id) {
-            st.subs.push(sub);
-        }
+        // No duplicate scan (O(room size) per connect): the registry subscribes a connection
+        // to a room only when the room enters its set, so a pair is never added twice.
+        rooms.entry(room).or_insert_with(|| RoomState::new(room)).subs.push(sub);
     }
 
     /// Unsubscribes a connection; the room's state is dropped with its last subscriber.

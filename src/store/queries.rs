@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 
 use super::Store;
@@ -125,6 +126,15 @@ fn room_from_row(r: &Row) -> Room {
 }
 
 impl Store {
+    /// A read in ONE round trip: `query_typed` sends the statement unnamed with its parameter
+    /// types instead of preparing it first (every read here takes BIGINT parameters only).
+    async fn read(&self, sql: &str, params: &[i64]) -> Result<Vec<Row>, StoreError> {
+        let c = self.conn().await?;
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> =
+            params.iter().map(|p| (p as &(dyn ToSql + Sync), Type::INT8)).collect();
+        Ok(c.query_typed(sql, &typed).await?)
+    }
+
     /// Creates a user and makes them a member of room 1.
     pub async fn create_user(&self, username: &str, email: Option<&str>) -> Result<(i64, String), StoreError> {
         let mut c = self.conn().await?;
@@ -144,20 +154,18 @@ impl Store {
 
     /// The username of a user, if they exist.
     pub async fn username(&self, user_id: i64) -> Result<Option<String>, StoreError> {
-        let c = self.conn().await?;
-        let row = c.query_opt("SELECT username FROM users WHERE id = $1", &[&user_id]).await?;
+        let row = self.read("SELECT username FROM users WHERE id = $1", &[user_id]).await?.into_iter().next();
         Ok(row.map(|r| r.get(0)))
     }
 
     /// The rooms a user belongs to, or `None` if the user does not exist.
     pub async fn memberships(&self, user_id: i64) -> Result<Option<Vec<Membership>>, StoreError> {
-        let c = self.conn().await?;
-        let rows = c
-            .query(
+        let rows = self
+            .read(
                 "SELECT u.id, r.id, r.member_count::BIGINT FROM users u \
                  LEFT JOIN room_members m ON m.user_id = u.id \
                  LEFT JOIN rooms r ON r.id = m.room_id WHERE u.id = $1",
-                &[&user_id],
+                &[user_id],
             )
             .await?;
         if rows.is_empty() {
@@ -200,13 +208,12 @@ impl Store {
 
     /// Rooms of a user with their watermarks.
     pub async fn rooms_of(&self, user_id: i64) -> Result<Vec<MyRoom>, StoreError> {
-        let c = self.conn().await?;
-        let rows = c
-            .query(
+        let rows = self
+            .read(
                 "SELECT r.id, r.name, r.created_at, r.last_seq, m.delivered_seq, m.read_seq \
                  FROM room_members m JOIN rooms r ON r.id = m.room_id \
                  WHERE m.user_id = $1 ORDER BY r.id",
-                &[&user_id],
+                &[user_id],
             )
             .await?;
         Ok(rows
@@ -217,26 +224,26 @@ impl Store {
 
     /// Whether a room exists and whether `user_id` is a member: `None` = no such room.
     pub async fn membership(&self, room_id: i64, user_id: i64) -> Result<Option<bool>, StoreError> {
-        let c = self.conn().await?;
-        let row = c
-            .query_opt(
+        let row = self
+            .read(
                 "SELECT EXISTS (SELECT 1 FROM room_members WHERE room_id = $1 AND user_id = $2) \
                  FROM rooms WHERE id = $1",
-                &[&room_id, &user_id],
+                &[room_id, user_id],
             )
-            .await?;
+            .await?
+            .into_iter()
+            .next();
         Ok(row.map(|r| r.get(0)))
     }
 
     /// Members of a room, ordered by user id (`online` false; the caller fills it in).
     pub async fn members(&self, room_id: i64) -> Result<Vec<Member>, StoreError> {
-        let c = self.conn().await?;
-        let rows = c
-            .query(
+        let rows = self
+            .read(
                 "SELECT m.user_id, u.username, m.delivered_seq, m.read_seq \
                  FROM room_members m JOIN users u ON u.id = m.user_id \
                  WHERE m.room_id = $1 ORDER BY m.user_id",
-                &[&room_id],
+                &[room_id],
             )
             .await?;
         Ok(rows
@@ -291,15 +298,14 @@ impl Store {
         limit: i64,
         before_seq: Option<i64>,
     ) -> Result<Vec<HistoryMessage>, StoreError> {
-        let c = self.conn().await?;
         let before = before_seq.unwrap_or(i64::MAX);
-        let rows = c
-            .query(
+        let rows = self
+            .read(
                 "SELECT m.id, m.room_id, m.seq, m.sender_id, u.username, m.content, m.created_at, \
                         m.delivered, m.read, m.client_msg_id \
                  FROM messages m JOIN users u ON u.id = m.sender_id \
                  WHERE m.room_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3",
-                &[&room_id, &before, &limit],
+                &[room_id, before, limit],
             )
             .await?;
         Ok(rows
@@ -321,8 +327,11 @@ impl Store {
 
     /// Room, seq and author of a message.
     pub async fn message_meta(&self, message_id: i64) -> Result<Option<MessageMeta>, StoreError> {
-        let c = self.conn().await?;
-        let row = c.query_opt("SELECT room_id, seq, sender_id FROM messages WHERE id = $1", &[&message_id]).await?;
+        let row = self
+            .read("SELECT room_id, seq, sender_id FROM messages WHERE id = $1", &[message_id])
+            .await?
+            .into_iter()
+            .next();
         Ok(row.map(|r| MessageMeta { room_id: r.get(0), seq: r.get(1), sender_id: r.get(2) }))
     }
 
@@ -334,12 +343,11 @@ impl Store {
         before: i64,
         limit: i64,
     ) -> Result<Vec<MessageEvent>, StoreError> {
-        let c = self.conn().await?;
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND seq > $2 AND seq < $3 \
              ORDER BY seq LIMIT $4"
         );
-        let rows = c.query(&sql, &[&room_id, &after, &before, &limit]).await?;
+        let rows = self.read(&sql, &[room_id, after, before, limit]).await?;
         Ok(rows.iter().map(message_from_row).collect())
     }
 }
