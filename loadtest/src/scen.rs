@@ -506,16 +506,22 @@ async fn durable(cli: &Cli, a: DurableArgs) -> Result<()> {
     finish(c, &rep)
 }
 
-async fn idle(cli: &Cli, a: IdleArgs) -> Result<()> {
-    let c = &cli.common;
-    let nu = if a.users == 0 { a.conns } else { a.users.min(a.conns) };
+/// `conns` connections that only listen, spread over `users` users (0 = one user each).
+async fn listen_only_plan(c: &Common, mode: Mode, conns: usize, users: usize) -> Result<Plan> {
+    let nu = if users == 0 { conns } else { users.min(conns) };
     let users = make_users(c, nu).await?;
     let tokens = make_tokens(c, &users).await?;
-    let mut plan = base_plan(c, Mode::Idle)?;
-    for i in 0..a.conns {
+    let mut plan = base_plan(c, mode)?;
+    for i in 0..conns {
         plan.conns.push(ConnSpec { token: tokens[i % nu].clone(), user: users[i % nu], send_room: 0, fanout: 0 });
     }
     plan.steps = vec![0.0];
+    Ok(plan)
+}
+
+async fn idle(cli: &Cli, a: IdleArgs) -> Result<()> {
+    let c = &cli.common;
+    let plan = listen_only_plan(c, Mode::Idle, a.conns, a.users).await?;
     let o = orchestrate(c, &plan, a.hold_secs).await?;
     let mut rep = new_report(cli, "idle", serde_json::to_value(&a)?);
     let connected: u64 = o.outs.iter().map(|w| w.connected).sum();
@@ -559,14 +565,7 @@ async fn idle(cli: &Cli, a: IdleArgs) -> Result<()> {
 
 async fn storm(cli: &Cli, a: StormArgs) -> Result<()> {
     let c = &cli.common;
-    let nu = if a.users == 0 { a.conns } else { a.users.min(a.conns) };
-    let users = make_users(c, nu).await?;
-    let tokens = make_tokens(c, &users).await?;
-    let mut plan = base_plan(c, Mode::Storm)?;
-    for i in 0..a.conns {
-        plan.conns.push(ConnSpec { token: tokens[i % nu].clone(), user: users[i % nu], send_room: 0, fanout: 0 });
-    }
-    plan.steps = vec![0.0];
+    let plan = listen_only_plan(c, Mode::Storm, a.conns, a.users).await?;
     let o = orchestrate(c, &plan, 0.0).await?;
     let mut rep = new_report(cli, "connect-storm", serde_json::to_value(&a)?);
     let connected: u64 = o.outs.iter().map(|w| w.connected).sum();
