@@ -3,7 +3,7 @@
 //! memberships change.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,6 @@ pub struct TooManyConnections;
 pub struct Registry {
     shards: Box<[Mutex<HashMap<i64, UserEntry>>]>,
     next_id: AtomicU64,
-    open: AtomicUsize,
 }
 
 // Every critical section below is a plain map/vec update; a panic cannot leave it half-done.
@@ -66,11 +65,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Default for Registry {
     fn default() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            next_id: AtomicU64::new(1),
-            open: AtomicUsize::new(0),
-        }
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), next_id: AtomicU64::new(1) }
     }
 }
 
@@ -110,7 +105,6 @@ impl Registry {
         for room in handle.rooms() {
             bus.subscribe(room, handle.subscriber());
         }
-        self.open.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("livechat_ws_connections").increment(1.0);
         Ok((handle, first))
     }
@@ -127,7 +121,6 @@ impl Registry {
         if entry.conns.len() == before {
             return false;
         }
-        self.open.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("livechat_ws_connections").decrement(1.0);
         if entry.conns.is_empty() {
             shard.remove(&handle.user_id);
@@ -139,16 +132,6 @@ impl Registry {
     /// Whether the user has a live connection on this node.
     pub fn is_online(&self, user_id: i64) -> bool {
         self.shard(user_id).get(&user_id).is_some_and(|e| !e.conns.is_empty())
-    }
-
-    /// Open connections on this node.
-    pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    /// Every live connection (for shutdown).
-    pub fn all(&self) -> Vec<Arc<ConnHandle>> {
-        self.shards.iter().flat_map(|s| lock(s).values().flat_map(|e| e.conns.clone()).collect::<Vec<_>>()).collect()
     }
 
     /// A membership was added: the user's live connections start receiving the room.

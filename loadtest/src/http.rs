@@ -40,19 +40,15 @@ impl Conn {
         bearer: Option<&str>,
         body: Option<&[u8]>,
     ) -> Result<Resp> {
-        // one retry on a stale keep-alive connection
-        for attempt in 0..2 {
-            match self.try_request(method, path, bearer, body).await {
-                Ok(r) => return Ok(r),
-                Err(e) if attempt == 0 => {
-                    self.s = None;
-                    self.buf.clear();
-                    let _ = e;
-                }
-                Err(e) => return Err(e),
+        match self.try_request(method, path, bearer, body).await {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                // one retry on a stale keep-alive connection
+                self.s = None;
+                self.buf.clear();
+                self.try_request(method, path, bearer, body).await
             }
         }
-        unreachable!()
     }
 
     async fn try_request(

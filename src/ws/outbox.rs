@@ -140,11 +140,6 @@ impl Outbox {
         self.notify.notify_one();
     }
 
-    /// Whether a close was requested.
-    pub fn is_closing(&self) -> bool {
-        self.lock().close.is_some()
-    }
-
     /// Moves up to `max` queued items into `into`; returns the close request if one is pending.
     pub fn drain(&self, into: &mut Vec<Out>, max: usize) -> Option<CloseReq> {
         let mut st = self.lock();
