@@ -14,6 +14,7 @@ use crate::config::{Config, LimitsConfig};
 use crate::presence::Registry;
 use crate::redis_link::RedisLink;
 use crate::store::batcher::Writer;
+use crate::store::membership_loader::MembershipLoader;
 use crate::store::Store;
 
 /// Everything a request or connection needs.
@@ -24,6 +25,8 @@ pub struct App {
     pub store: Store,
     /// Group-commit writer for messages and receipts.
     pub writer: Writer,
+    /// Batched membership look-ups for WebSocket upgrades.
+    pub memberships: MembershipLoader,
     /// Room fan-out.
     pub bus: Arc<Bus>,
     /// Live connections.
@@ -50,7 +53,7 @@ pub struct App {
 }
 
 impl App {
-    /// Assembles the state.
+    /// Assembles the state (and starts the membership look-up task: call inside the runtime).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Config,
@@ -66,6 +69,7 @@ impl App {
         Arc::new(Self {
             limits: ArcSwap::from_pointee(config.limits.clone()),
             config,
+            memberships: MembershipLoader::spawn(store.clone()),
             store,
             writer,
             bus,

@@ -11,7 +11,7 @@ pub enum ConfigError {
 }
 
 /// Storage failures as the rest of the server sees them.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// PostgreSQL cannot be reached or the pool is exhausted: retry later.
     #[error("database unavailable: {0}")]

@@ -573,13 +573,18 @@ async fn storm(cli: &Cli, a: StormArgs) -> Result<()> {
     let secs = o.outs.iter().map(|w| w.connect_secs).fold(0.0, f64::max);
     let mut h = new_hist();
     let mut ce: BTreeMap<String, u64> = BTreeMap::new();
+    let mut retried: BTreeMap<String, u64> = BTreeMap::new();
     for w in &o.outs {
         hist_add(&mut h, &w.connect_lat);
         for (k, v) in &w.conn_errors {
             *ce.entry(k.clone()).or_default() += v;
         }
+        for (k, v) in &w.retried {
+            *retried.entry(k.clone()).or_default() += v;
+        }
     }
     let s = &mut rep.summary;
+    s.insert("connect_retries".into(), json!(retried));
     s.insert("connections".into(), json!(connected));
     s.insert("connect_failures".into(), json!(fails));
     s.insert("connect_errors".into(), json!(ce));

@@ -117,6 +117,8 @@ pub struct WorkerOut {
     pub connected: u64,
     pub conn_fail: u64,
     pub conn_errors: BTreeMap<String, u64>,
+    /// failed attempts that a retry then fixed (200 ms pause each), by error
+    pub retried: BTreeMap<String, u64>,
     pub closed: u64,
     pub steps: Vec<StepOut>,
     pub errors: BTreeMap<String, u64>,
@@ -323,6 +325,19 @@ async fn sleep_until_us(t: u64) {
     }
 }
 
+/// An error's text, cut to a map key.
+fn error_key(e: &std::io::Error) -> String {
+    let mut k = e.to_string();
+    if k.len() > 60 {
+        let mut cut = 60;
+        while !k.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        k.truncate(cut);
+    }
+    k
+}
+
 async fn connect_all(plan: &Plan, mine: &[usize], st: &Rc<RefCell<WStats>>, out: &Rc<RefCell<WorkerOut>>) -> Vec<Live> {
     let target: SocketAddr = plan.target.parse().expect("target host:port");
     let sem = Rc::new(tokio::sync::Semaphore::new(plan.concurrency.max(1)));
@@ -347,6 +362,9 @@ async fn connect_all(plan: &Plan, mine: &[usize], st: &Rc<RefCell<WStats>>, out:
                     break;
                 }
                 if attempt < 2 {
+                    if let Err(e) = &res {
+                        *out.borrow_mut().retried.entry(error_key(e)).or_default() += 1;
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -355,9 +373,7 @@ async fn connect_all(plan: &Plan, mine: &[usize], st: &Rc<RefCell<WStats>>, out:
                 Err(e) => {
                     let mut o = out.borrow_mut();
                     o.conn_fail += 1;
-                    let k = e.to_string();
-                    let k = if k.len() > 60 { k[..60].to_string() } else { k };
-                    *o.conn_errors.entry(k).or_default() += 1;
+                    *o.conn_errors.entry(error_key(&e)).or_default() += 1;
                 }
                 Ok((s, buf)) => {
                     out.borrow_mut().connected += 1;

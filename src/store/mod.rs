@@ -1,6 +1,7 @@
 //! PostgreSQL: the connection pool, migrations, read queries, and the group-commit writer.
 
 pub mod batcher;
+pub mod membership_loader;
 pub mod migrate;
 pub mod queries;
 pub mod tls;

@@ -1,6 +1,8 @@
 //! Read queries and the admin/membership writes (low rate; messages and receipts go through
 //! the batcher). All SQL is parameterised.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::types::{ToSql, Type};
@@ -158,27 +160,26 @@ impl Store {
         Ok(row.map(|r| r.get(0)))
     }
 
-    /// The rooms a user belongs to, or `None` if the user does not exist.
-    pub async fn memberships(&self, user_id: i64) -> Result<Option<Vec<Membership>>, StoreError> {
-        let rows = self
-            .read(
+    /// The rooms of each of `user_ids` that exists (users not in the map do not exist).
+    /// One query for a whole batch: see [`super::membership_loader`].
+    pub async fn memberships(&self, user_ids: &[i64]) -> Result<HashMap<i64, Vec<Membership>>, StoreError> {
+        let c = self.conn().await?;
+        let rows = c
+            .query_typed(
                 "SELECT u.id, r.id, r.member_count::BIGINT FROM users u \
                  LEFT JOIN room_members m ON m.user_id = u.id \
-                 LEFT JOIN rooms r ON r.id = m.room_id WHERE u.id = $1",
-                &[user_id],
+                 LEFT JOIN rooms r ON r.id = m.room_id WHERE u.id = ANY($1)",
+                &[(&user_ids, Type::INT8_ARRAY)],
             )
             .await?;
-        if rows.is_empty() {
-            return Ok(None);
+        let mut out: HashMap<i64, Vec<Membership>> = HashMap::with_capacity(user_ids.len());
+        for r in &rows {
+            let rooms = out.entry(r.get(0)).or_default();
+            if let Some(room_id) = r.get::<_, Option<i64>>(1) {
+                rooms.push(Membership { room_id, member_count: r.get::<_, Option<i64>>(2).unwrap_or(0) });
+            }
         }
-        Ok(Some(
-            rows.iter()
-                .filter_map(|r| {
-                    let room_id: Option<i64> = r.get(1);
-                    room_id.map(|room_id| Membership { room_id, member_count: r.get::<_, Option<i64>>(2).unwrap_or(0) })
-                })
-                .collect(),
-        ))
+        Ok(out)
     }
 
     /// Creates a room whose members are the creator and `members` (all must exist).

@@ -64,7 +64,7 @@ async fn chat_inner(
     if app.is_draining() {
         return Err(ApiError::unavailable("server is shutting down", 1000));
     }
-    let rooms = app.store.memberships(identity.user_id).await?.ok_or_else(|| ApiError::unauthorized("unknown user"))?;
+    let rooms = app.memberships.load(identity.user_id).await?.ok_or_else(|| ApiError::unauthorized("unknown user"))?;
     let (resp, upgrade) = fastwebsockets::upgrade::upgrade(&mut req)
         .map_err(|e| ApiError::bad_request(format!("bad upgrade request: {e}")))?;
 
