@@ -142,6 +142,10 @@ fn describe() {
     describe_counter!("livechat_bus_gap_fills_total", "Room sequence gaps filled from PostgreSQL.");
     describe_histogram!("livechat_storage_commit_seconds", Unit::Seconds, "Group-commit transaction latency.");
     describe_histogram!("livechat_storage_batch_rows", "Writes per group commit.");
+    describe_histogram!(
+        "livechat_ws_membership_batch_rows",
+        "Users per membership look-up query (WebSocket upgrades are batched)."
+    );
     describe_counter!("livechat_storage_messages_committed_total", "Messages committed.");
     describe_counter!("livechat_storage_batch_retries_total", "Batches retried after a failure before COMMIT.");
     describe_counter!("livechat_storage_unavailable_total", "Writes answered with `unavailable`.");

@@ -58,7 +58,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Ask>) {
         ids.extend(batch.iter().map(|a| a.user_id));
         ids.sort_unstable();
         ids.dedup();
-        metrics::histogram!("livechat_membership_batch_size").record(ids.len() as f64);
+        metrics::histogram!("livechat_ws_membership_batch_rows").record(ids.len() as f64);
         match store.memberships(&ids).await {
             Ok(found) => {
                 for ask in batch.drain(..) {
