@@ -75,6 +75,11 @@ pub struct Common {
     /// Concurrent REST requests during setup
     #[arg(long, global = true, default_value_t = 64)]
     pub setup_concurrency: usize,
+    /// Pause between the last connection and the first traffic step. At least the server's
+    /// `sync.initial_hold_ms` (1 s): a new connection that has sent nothing holds live
+    /// messages that long, which would otherwise show as first-step latency.
+    #[arg(long, global = true, default_value_t = 1500)]
+    pub warmup_ms: u64,
 }
 
 #[derive(Subcommand, Debug, Clone, serde::Serialize)]

@@ -213,7 +213,8 @@ async fn orchestrate(c: &Common, plan: &Plan, hold_secs: f64) -> Result<Orch> {
             }
         }
     }
-    let go_us = now_us() + 300_000;
+    let lead_ms = if matches!(plan.mode, Mode::Traffic) { c.warmup_ms.max(300) } else { 300 };
+    let go_us = now_us() + lead_ms * 1000;
     let nsteps = plan.steps.len().max(1) as u64;
     let step_us = (plan.step_secs * 1e6) as u64;
     let end_us = go_us + (hold_secs * 1e6) as u64;
