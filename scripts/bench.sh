@@ -7,7 +7,7 @@
 #
 # Writes loadtest/results/<name>.{json,txt,svg}. Environment:
 #   BENCH_BUILD=0          skip the build (reuse target/lt)
-#   BENCH_PERF=1           record the server with `perf record -g` into loadtest/results/<name>.perf
+#   BENCH_PERF=1           record the server with `perf record -g` into target/lt/<name>.perf
 #   BENCH_SERVER_ENV="K=V ..."  extra server environment (e.g. LIVECHAT_STORAGE__BATCH_MAX=1)
 #   BENCH_PG_PORT / BENCH_REDIS_PORT   default 55600 / 56600
 #
@@ -62,7 +62,7 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 if [[ ${BENCH_PERF:-0} == 1 ]]; then
-  perf record -F 999 -g -p "$SERVER" -o "$OUT/$NAME.perf" 2>/dev/null &
+  perf record -F 999 -g -p "$SERVER" -o "target/lt/$NAME.perf" 2>/dev/null &
   PERF=$!
 fi
 
