@@ -62,10 +62,10 @@ fn bench(c: &mut Criterion) {
                     let conn = Arc::new(ConnShared::new(usize::MAX));
                     bus.subscribe(room, Subscriber { conn_id: 1, user_id: 0, conn: conn.clone() });
                     let notify = Arc::new(tokio::sync::Notify::new());
-                    let (writer, task) =
-                        batcher::new(store, bus, 100_000, batch_max, Duration::from_secs(30), false, notify);
+                    let (writer, tasks) =
+                        batcher::new(store, bus, 1, 100_000, batch_max, Duration::from_secs(30), false, notify);
                     let drain = CancellationToken::new();
-                    let handle = tokio::spawn(task.run(drain.clone()));
+                    let handles: Vec<_> = tasks.into_iter().map(|t| tokio::spawn(t.run(drain.clone()))).collect();
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         let start = Instant::now();
@@ -93,7 +93,9 @@ fn bench(c: &mut Criterion) {
                         total += start.elapsed();
                     }
                     drain.cancel();
-                    let _ = handle.await;
+                    for h in handles {
+                        let _ = h.await;
+                    }
                     total
                 }
             })

@@ -52,9 +52,10 @@ env "${SERVER_ENV[@]}" taskset -c 0 "$TARGET/livechat" serve &
 SERVER=$!
 PERF=
 cleanup() {
-  [[ -n $PERF ]] && kill -INT "$PERF" 2>/dev/null && wait "$PERF" 2>/dev/null
-  kill -TERM "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
-  "${PSQL[@]}" -c "drop database if exists $DB" >/dev/null 2>&1 || true
+  set +e
+  if [[ -n $PERF ]]; then kill -INT "$PERF"; wait "$PERF"; fi
+  kill -TERM "$SERVER"; wait "$SERVER"
+  "${PSQL[@]}" -c "drop database if exists $DB" >/dev/null 2>&1
 }
 trap cleanup EXIT
 for _ in $(seq 1 300); do

@@ -208,13 +208,16 @@ pub struct StorageConfig {
     pub write_timeout_ms: u64,
     /// Most rows in one group commit.
     pub batch_max: usize,
+    /// Group-commit writer tasks, each with its own PostgreSQL connection; rooms are split
+    /// between them.
+    pub writers: usize,
     /// Writes waiting for the writer before new ones get `unavailable` at once.
     pub queue_max: usize,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { write_timeout_ms: 5000, batch_max: 1000, queue_max: 20_000 }
+        Self { write_timeout_ms: 5000, batch_max: 1000, writers: 2, queue_max: 20_000 }
     }
 }
 
@@ -429,7 +432,7 @@ impl Config {
     /// Rejects values that would make the server misbehave rather than fail loudly.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let checks: [(bool, &str); 12] = [
+        let checks: [(bool, &str); 13] = [
             (l.frame_max_bytes >= 128, "limits.frame_max_bytes must be at least 128"),
             (l.content_max_chars >= 1, "limits.content_max_chars must be at least 1"),
             (l.messages_per_sec >= 1, "limits.messages_per_sec must be at least 1"),
@@ -440,6 +443,7 @@ impl Config {
             (l.idle_timeout_secs >= 1, "limits.idle_timeout_secs must be at least 1"),
             (l.connections_per_user >= 1, "limits.connections_per_user must be at least 1"),
             (self.storage.batch_max >= 1, "storage.batch_max must be at least 1"),
+            ((1..=16).contains(&self.storage.writers), "storage.writers must be between 1 and 16"),
             (self.sync.max_replay >= 1, "sync.max_replay must be at least 1"),
             (self.log.format == "text" || self.log.format == "json", "log.format must be \"text\" or \"json\""),
         ];

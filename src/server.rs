@@ -91,9 +91,10 @@ pub async fn serve(config: Config, dev: bool) -> Result<(), StartError> {
         Store::with_ca_file(&url, config.database.pool_size, connect_timeout, ca_file).map_err(StartError::Database)?;
     let bus = Bus::new(db.clone());
     let committed = Arc::new(tokio::sync::Notify::new());
-    let (writer, batcher) = store::batcher::new(
+    let (writer, batchers) = store::batcher::new(
         db.clone(),
         bus.clone(),
+        config.storage.writers,
         config.storage.queue_max,
         config.storage.batch_max,
         config.write_timeout(),
@@ -125,7 +126,7 @@ pub async fn serve(config: Config, dev: bool) -> Result<(), StartError> {
     }
 
     let drain_writer = CancellationToken::new();
-    let batcher_task = tokio::spawn(batcher.run(drain_writer.clone()));
+    let batcher_tasks: Vec<_> = batchers.into_iter().map(|b| tokio::spawn(b.run(drain_writer.clone()))).collect();
     let notify = match notify_queue {
         Some(q) => Some(crate::notify::start(&app, q).map_err(|e| StartError::Config(e.to_string()))?),
         None => None,
@@ -157,7 +158,9 @@ pub async fn serve(config: Config, dev: bool) -> Result<(), StartError> {
         let _ = accept.await;
         // Commit every queued write; its echoes go out before the sockets close.
         drain_writer.cancel();
-        let _ = batcher_task.await;
+        for t in batcher_tasks {
+            let _ = t.await;
+        }
         app.shutdown.cancel();
         app.tasks.close();
         // Workers stop while sockets close; unfinished jobs stay in Redis (or the outbox).

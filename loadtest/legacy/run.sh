@@ -34,11 +34,11 @@ taskset -c "$CPU" .venv/bin/uvicorn app:app --host 127.0.0.1 --port "$PORT" --lo
   --ws websockets --ws-max-queue 4096 &
 APP=$!
 echo "$APP" > "$DIR/.app.pid"
-trap 'kill $APP $WORKER 2>/dev/null; wait' EXIT INT TERM
+trap 'kill $APP $WORKER 2>/dev/null; wait $WORKER' EXIT INT TERM
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$PORT/chat/history?limit=1" >/dev/null 2>&1 && break
   sleep 0.2
 done
 "${PSQL[@]}/$DB" -c "insert into users (id, username) select g, 'u' || g from generate_series(1, $N) g" >/dev/null
 echo "seed app ready on 127.0.0.1:$PORT (pid $APP, celery worker $WORKER, $N users)"
-wait
+wait "$APP"

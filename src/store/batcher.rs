@@ -5,6 +5,12 @@
 //! one round trip; under load batches grow to `storage.batch_max` while the previous one
 //! commits. Per-room seqs are reserved inside the transaction (`UPDATE rooms ... RETURNING`), so
 //! seq order is commit order. Durable before visible: nothing is published before COMMIT.
+//!
+//! `storage.writers` such tasks run side by side, each on its own connection, and a room
+//! always goes to the same one (`room_id % writers`). One writer leaves PostgreSQL idle while
+//! its COMMIT waits for the WAL flush; two overlap one's flush with the other's inserts. The
+//! partition keeps everything that orders a room (its seqs, its receipts, the order of one
+//! connection's sends) on one task, so no cross-writer ordering is needed.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,9 +82,18 @@ struct Request {
 /// Handle to submit writes. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Request>,
+    /// One queue per writer task; a room's writes always go to `room_id % len`.
+    tx: Arc<[mpsc::Sender<Request>]>,
     timeout: Duration,
     depth: Arc<AtomicU64>,
+}
+
+impl Write {
+    fn room_id(&self) -> i64 {
+        match self {
+            Write::Message { room_id, .. } | Write::Receipt { room_id, .. } => *room_id,
+        }
+    }
 }
 
 /// Retry hint sent with `unavailable`.
@@ -87,8 +102,10 @@ const RETRY_AFTER_MS: u64 = 1000;
 impl Writer {
     /// Queues a write; a full queue answers `unavailable` at once (backpressure, not loss).
     pub fn submit(&self, write: Write, reply: Reply) -> Result<(), ApiError> {
+        let lane = self.tx.len().max(1);
+        let tx = &self.tx[write.room_id().rem_euclid(lane as i64) as usize];
         let req = Request { write, reply, deadline: Instant::now() + self.timeout };
-        match self.tx.try_send(req) {
+        match tx.try_send(req) {
             Ok(()) => {
                 self.depth.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -122,23 +139,41 @@ pub struct Batcher {
     conn: Option<WriterConn>,
 }
 
-/// Creates the writer handle and its task (run it with [`Batcher::run`]).
+/// Creates the writer handle and its `writers` tasks (run each with [`Batcher::run`]).
 ///
 /// With `outbox`, every batch also writes one `notify_outbox` row per new message, and
 /// `committed` is notified after such a commit (the notification relay waits on it).
+#[allow(clippy::too_many_arguments)]
 pub fn new(
     store: Store,
     bus: Arc<Bus>,
+    writers: usize,
     queue_max: usize,
     batch_max: usize,
     timeout: Duration,
     outbox: bool,
     committed: Arc<tokio::sync::Notify>,
-) -> (Writer, Batcher) {
-    let (tx, rx) = mpsc::channel(queue_max.max(1));
+) -> (Writer, Vec<Batcher>) {
+    let writers = writers.max(1);
     let depth = Arc::new(AtomicU64::new(0));
-    let batcher = Batcher { rx, store, bus, batch_max, timeout, depth: depth.clone(), outbox, committed, conn: None };
-    (Writer { tx, timeout, depth }, batcher)
+    let (txs, batchers): (Vec<_>, Vec<_>) = (0..writers)
+        .map(|_| {
+            let (tx, rx) = mpsc::channel((queue_max / writers).max(1));
+            let batcher = Batcher {
+                rx,
+                store: store.clone(),
+                bus: bus.clone(),
+                batch_max,
+                timeout,
+                depth: depth.clone(),
+                outbox,
+                committed: committed.clone(),
+                conn: None,
+            };
+            (tx, batcher)
+        })
+        .unzip();
+    (Writer { tx: txs.into(), timeout, depth }, batchers)
 }
 
 /// How an attempt to commit a batch failed.
@@ -563,4 +598,48 @@ fn unavailable(reply: &Reply, why: &str) {
     metrics::counter!("livechat_storage_unavailable_total").increment(1);
     let err = ApiError::unavailable(why, RETRY_AFTER_MS);
     let _ = reply.conn.outbox.push(Out::Frame(protocol::error_frame(&err, reply.reference.as_ref())));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(room_id: i64) -> Write {
+        Write::Message { room_id, sender_id: 1, content: "x".into(), client_msg_id: None }
+    }
+
+    /// A room's writes always reach the same writer task: that is what keeps its seqs, its
+    /// receipts and one connection's sends in order with several writers.
+    #[tokio::test]
+    async fn a_room_always_goes_to_the_same_writer() {
+        let store = Store::new("postgres://u@127.0.0.1:1/db", 2, Duration::from_millis(10)).unwrap();
+        let bus = Bus::new(store.clone());
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let (writer, mut lanes) = new(store, bus, 3, 300, 10, Duration::from_secs(5), false, notify);
+        assert_eq!(lanes.len(), 3);
+        let conn = Arc::new(ConnShared::new(16));
+        for room in [0, 1, 2, 3, 4, 5, 7, -2] {
+            writer.submit(message(room), Reply { conn: conn.clone(), reference: None }).unwrap();
+        }
+        let receipt = Write::Receipt {
+            room_id: 4,
+            user_id: 2,
+            message_id: 9,
+            seq: 1,
+            sender_id: 1,
+            delivered: true,
+            read: false,
+        };
+        writer.submit(receipt, Reply { conn: conn.clone(), reference: None }).unwrap();
+        assert_eq!(writer.depth(), 9);
+        let mut seen: Vec<Vec<i64>> = Vec::new();
+        for lane in &mut lanes {
+            let mut rooms = Vec::new();
+            while let Ok(r) = lane.rx.try_recv() {
+                rooms.push(r.write.room_id());
+            }
+            seen.push(rooms);
+        }
+        assert_eq!(seen, vec![vec![0, 3], vec![1, 4, 7, -2, 4], vec![2, 5]]);
+    }
 }
