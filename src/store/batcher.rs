@@ -306,6 +306,13 @@ impl Batcher {
         }
         if self.conn.is_none() {
             let client = self.store.pool().dedicated_connection().await.map_err(StoreError::from)?;
+            // The statements below are prepared once and PostgreSQL caches a generic plan
+            // after five runs. On a young database that plan is made while `messages` is
+            // nearly empty, where a sequential scan is cheapest, and it stays cached until the
+            // first ANALYZE: every batch then scans the whole table (measured: p99 ack 107 ms
+            // instead of 7.6 ms at 10 k msgs/s). Every statement here is meant to probe
+            // indexes, so rule sequential scans out for this connection.
+            client.batch_execute("SET enable_seqscan = off").await?;
             let (dups, insert, marks, flags, state) = tokio::try_join!(
                 client.prepare(DUPS_SQL),
                 client.prepare(INSERT_SQL),
