@@ -60,7 +60,7 @@ fn bench(c: &mut Criterion) {
                 async move {
                     let bus = Bus::new(store.clone());
                     let conn = Arc::new(ConnShared::new(usize::MAX));
-                    bus.subscribe(room, Subscriber { conn_id: 1, user_id: 0, conn: conn.clone() });
+                    bus.subscribe(room, Subscriber { conn_id: 1, user_id: 0, conn: conn.clone() }, None);
                     let notify = Arc::new(tokio::sync::Notify::new());
                     let (writer, tasks) =
                         batcher::new(store, bus, 1, 100_000, batch_max, Duration::from_secs(30), false, notify);

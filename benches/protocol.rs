@@ -44,7 +44,7 @@ fn fanout(c: &mut Criterion) {
         let bus = Bus::new(store.clone());
         let conns: Vec<Arc<ConnShared>> = (0..subs).map(|_| Arc::new(ConnShared::new(1 << 20))).collect();
         for (i, conn) in conns.iter().enumerate() {
-            bus.subscribe(1, Subscriber { conn_id: i as u64, user_id: i as i64, conn: conn.clone() });
+            bus.subscribe(1, Subscriber { conn_id: i as u64, user_id: i as i64, conn: conn.clone() }, None);
         }
         let frame = protocol::message_frame(&sample());
         let mut seq = 0i64;

@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Auth;
 use crate::bus::Bus;
 use crate::config::{Config, LimitsConfig};
-use crate::presence::Registry;
+use crate::presence::{Presence, Registry};
 use crate::redis_link::RedisLink;
 use crate::store::batcher::Writer;
 use crate::store::membership_loader::MembershipLoader;
@@ -31,6 +31,8 @@ pub struct App {
     pub bus: Arc<Bus>,
     /// Live connections.
     pub registry: Registry,
+    /// Online state across the cluster.
+    pub presence: Presence,
     /// Token checks.
     pub auth: Auth,
     /// Prometheus exposition, when a recorder is installed.
@@ -65,6 +67,7 @@ impl App {
         redis: Option<Arc<RedisLink>>,
         committed: Arc<tokio::sync::Notify>,
         notify: Option<Arc<crate::notify::Queue>>,
+        presence: Presence,
     ) -> Arc<Self> {
         Arc::new(Self {
             limits: ArcSwap::from_pointee(config.limits.clone()),
@@ -74,6 +77,7 @@ impl App {
             writer,
             bus,
             registry: Registry::default(),
+            presence,
             auth,
             metrics,
             shutdown: CancellationToken::new(),

@@ -38,6 +38,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// This node's identity in a cluster.
     pub node: NodeConfig,
+    /// Several nodes on one PostgreSQL and one Redis (the bus bridge, cluster presence).
+    pub cluster: ClusterConfig,
     /// Logging.
     pub log: LogConfig,
     /// The file this was loaded from (`--config`), re-read on SIGHUP; not a key.
@@ -67,6 +69,10 @@ pub struct ServerConfig {
     /// Serve `/ws/echo` (no auth), which echoes frames through the same connection layer:
     /// used only by the RFC 6455 conformance suite. Never enable in production.
     pub conformance_echo: bool,
+    /// Bind the listener with `SO_REUSEPORT`, so several `livechat serve` processes on one
+    /// host share the port and the kernel spreads connections over them. Off by default: a
+    /// second server started by mistake on a taken port fails instead of sharing it.
+    pub reuse_port: bool,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +85,7 @@ impl Default for ServerConfig {
             metrics_listen: None,
             max_connections: 100_000,
             conformance_echo: false,
+            reuse_port: false,
         }
     }
 }
@@ -369,6 +376,28 @@ pub struct NodeConfig {
     pub id: Option<String>,
 }
 
+/// `[cluster]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Prefix of the bus channels (`<prefix>:room:<id>`) and presence keys
+    /// (`<prefix>:presence:…`) in Redis; every node of a cluster must use the same one. Empty =
+    /// `livechat:<cluster id>`, the random id stored in the database, so clusters on different
+    /// databases that share a Redis never see each other's rooms.
+    pub key_prefix: String,
+    /// How often a node renews its entry in the cluster's node list, ms.
+    pub heartbeat_ms: u64,
+    /// A node whose entry has not been renewed for this long counts as dead: its users are
+    /// offline unless connected elsewhere, ms.
+    pub node_ttl_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { key_prefix: String::new(), heartbeat_ms: 2000, node_ttl_ms: 10_000 }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -459,6 +488,12 @@ impl Config {
             return Err(ConfigError::Invalid("limits.header_timeout_secs must be at least 1".into()));
         }
         self.notify.validate()?;
+        let c = &self.cluster;
+        if c.heartbeat_ms == 0 || c.node_ttl_ms < 2 * c.heartbeat_ms {
+            return Err(ConfigError::Invalid(
+                "cluster.node_ttl_ms must be at least twice cluster.heartbeat_ms (and the heartbeat at least 1)".into(),
+            ));
+        }
         self.listen_addr()?;
         Ok(())
     }

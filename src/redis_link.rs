@@ -62,6 +62,15 @@ impl RedisLink {
         self.connect().await
     }
 
+    /// A pub/sub connection of its own (the cluster bus bridge); not re-made by itself: the
+    /// bridge reconnects and re-subscribes when its stream ends.
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, RedisDown> {
+        tokio::time::timeout(Duration::from_secs(3), self.client.get_async_pubsub())
+            .await
+            .map_err(|_| RedisDown("connect timed out".into()))?
+            .map_err(|e| RedisDown(e.to_string()))
+    }
+
     async fn connect(&self) -> Result<ConnectionManager, RedisDown> {
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))

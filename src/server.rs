@@ -13,10 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::auth::Auth;
+use crate::bus::bridge::Bridge;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::http::listener::{self, Routes};
+use crate::presence::cluster::ClusterPresence;
+use crate::presence::Presence;
 use crate::redis_link::RedisLink;
 use crate::store::{self, Store};
 
@@ -101,9 +104,9 @@ pub async fn serve(config: Config, dev: bool) -> Result<(), StartError> {
         config.notify.enabled(),
         committed.clone(),
     );
-    let listener = bind(addr)?;
+    let listener = bind(addr, config.server.reuse_port)?;
     let metrics_listener = match config.metrics_addr().map_err(|e| StartError::Config(e.to_string()))? {
-        Some(a) => Some(bind(a)?),
+        Some(a) => Some(bind(a, config.server.reuse_port)?),
         None => None,
     };
     let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
@@ -119,7 +122,17 @@ pub async fn serve(config: Config, dev: bool) -> Result<(), StartError> {
     };
     let notify_queue =
         (config.notify.enabled() || redis.is_some()).then(|| crate::notify::queue(&config, redis.clone()));
-    let app = App::new(config, db, writer, bus, auth, metrics, redis, committed, notify_queue.clone());
+    let cluster = match &redis {
+        Some(link) => Some(Cluster::new(&config, &db, link.clone()).await?),
+        None => None,
+    };
+    let presence = cluster.as_ref().map_or_else(Presence::local, |c| Presence::clustered(c.presence.clone()));
+    let app = App::new(config, db, writer, bus, auth, metrics, redis, committed, notify_queue.clone(), presence);
+    // Runs until the process exits: the drain's last echoes still cross to the other nodes.
+    let cluster_stop = CancellationToken::new();
+    if let Some(c) = cluster {
+        c.start(&app, cluster_stop.clone());
+    }
 
     if dev {
         print_dev_banner(&app, &secrets, local).await;
@@ -170,19 +183,56 @@ pub async fn serve(config: Config, dev: bool) -> Result<(), StartError> {
             }
         };
         tokio::join!(app.tasks.wait(), stop_notify);
+        app.presence.leave().await;
     })
     .await;
     if drained.is_err() {
         tracing::warn!("Drain deadline reached; exiting with connections still open.");
     }
+    cluster_stop.cancel();
     tracing::info!("Stopped.");
     Ok(())
 }
 
-fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+/// This node's cluster parts, made before the shared state and started after it.
+struct Cluster {
+    link: Arc<RedisLink>,
+    /// Unique per process, even when two nodes are given the same `LIVECHAT_NODE_ID` or a
+    /// node restarts: the origin of its envelopes and its entry in the presence keys.
+    instance: String,
+    prefix: String,
+    presence: Arc<ClusterPresence>,
+    changes: tokio::sync::mpsc::UnboundedReceiver<crate::presence::cluster::Change>,
+    heartbeat: Duration,
+}
+
+impl Cluster {
+    async fn new(config: &Config, db: &Store, link: Arc<RedisLink>) -> Result<Self, StartError> {
+        let prefix = match config.cluster.key_prefix.as_str() {
+            "" => format!("livechat:{}", db.cluster_id().await.map_err(StartError::Database)?),
+            p => p.to_string(),
+        };
+        let instance = format!("{}#{:08x}", config.node_id(), rand::random::<u32>());
+        let ttl = Duration::from_millis(config.cluster.node_ttl_ms);
+        let (presence, changes) = ClusterPresence::new(link.clone(), instance.clone(), &prefix, ttl);
+        let heartbeat = Duration::from_millis(config.cluster.heartbeat_ms);
+        Ok(Self { link, instance, prefix, presence, changes, heartbeat })
+    }
+
+    fn start(self, app: &Arc<App>, stop: CancellationToken) {
+        tracing::info!(prefix = %self.prefix, instance = %self.instance, "Joining the cluster over Redis.");
+        Bridge::start(&app.bus, self.link, self.instance, &self.prefix, stop);
+        tokio::spawn(crate::presence::cluster::run(self.presence, Arc::downgrade(app), self.changes, self.heartbeat));
+    }
+}
+
+fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, StartError> {
     let err = |source| StartError::Bind { addr, source };
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).map_err(err)?;
     socket.set_reuse_address(true).map_err(err)?;
+    if reuse_port {
+        socket.set_reuse_port(true).map_err(err)?;
+    }
     socket.set_nonblocking(true).map_err(err)?;
     socket.bind(&addr.into()).map_err(err)?;
     socket.listen(4096).map_err(err)?;

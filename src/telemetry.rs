@@ -102,6 +102,8 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
         "livechat_ws_deliveries_total",
         "livechat_ws_outbound_dropped_frames_total",
         "livechat_bus_gap_fills_total",
+        "livechat_bus_bridge_publish_errors_total",
+        "livechat_bus_bridge_catchups_total",
         "livechat_storage_unavailable_total",
         "livechat_storage_batch_retries_total",
         "livechat_storage_messages_committed_total",
@@ -140,6 +142,20 @@ fn describe() {
     describe_counter!("livechat_ws_sync_replayed_messages_total", "Messages replayed by sync.");
     describe_counter!("livechat_bus_fanout_total", "Frames queued to subscriber outboxes.");
     describe_counter!("livechat_bus_gap_fills_total", "Room sequence gaps filled from PostgreSQL.");
+    describe_gauge!("livechat_bus_bridge_connected", "1 while the Redis pub/sub bridge to the other nodes is up.");
+    describe_counter!("livechat_bus_bridge_published_total", "Envelopes published to the other nodes over Redis.");
+    describe_counter!("livechat_bus_bridge_received_total", "Envelopes received from the other nodes over Redis.");
+    describe_counter!("livechat_bus_bridge_publish_errors_total", "Pipelined Redis publishes that failed.");
+    describe_counter!(
+        "livechat_bus_bridge_dropped_total",
+        "Unordered events (typing, presence, receipts) not published to the other nodes."
+    );
+    describe_counter!(
+        "livechat_bus_bridge_catchups_total",
+        "Room catch-ups from PostgreSQL after envelopes could not cross between nodes."
+    );
+    describe_counter!("livechat_presence_redis_errors_total", "Cluster presence calls to Redis that failed.");
+    describe_counter!("livechat_presence_nodes_reaped_total", "Expired cluster nodes removed from the presence keys.");
     describe_histogram!("livechat_storage_commit_seconds", Unit::Seconds, "Group-commit transaction latency.");
     describe_histogram!("livechat_storage_batch_rows", "Writes per group commit.");
     describe_histogram!(

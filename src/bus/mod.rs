@@ -6,10 +6,16 @@
 //! seq order, once, without gaps. A gap (a batch whose commit outcome was unknown, or — with
 //! the Redis bridge — a lost pub/sub envelope) is filled from PostgreSQL before later
 //! messages are delivered.
+//!
+//! With `REDIS_URL` set, [`bridge`] carries everything published here to the other nodes
+//! subscribed to the room, and their events into [`Bus::sequence`] / [`Bus::deliver_event`].
+
+pub mod bridge;
+pub mod envelope;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,6 +29,8 @@ use crate::ws::writer::ConnShared;
 const SHARDS: usize = 64;
 /// Most messages fetched by one gap fill.
 const FILL_LIMIT: i64 = 1000;
+/// `RoomState::last_seq` of a room with no delivered message and no baseline.
+const UNKNOWN: i64 = -1;
 /// How long a gap may wait for its commit before it is skipped.
 const GAP_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -40,16 +48,27 @@ pub struct Subscriber {
 struct RoomState {
     room: i64,
     subs: Vec<Subscriber>,
-    /// Highest seq delivered to this room's subscribers (0 = none yet).
+    /// Highest seq delivered to this room's subscribers, or the baseline they joined at;
+    /// `UNKNOWN` until either exists (the first message then starts the room).
     last_seq: i64,
     /// Messages that arrived past a gap, waiting for the fill.
     pending: BTreeMap<i64, Bytes>,
+    /// A catch-up asked for the messages up to this seq (`i64::MAX`: all there are) although
+    /// nothing is parked past them: their envelopes may never arrive.
+    want: i64,
     filling: bool,
 }
 
 impl RoomState {
-    fn new(room: i64) -> Self {
-        Self { room, subs: Vec::new(), last_seq: 0, pending: BTreeMap::new(), filling: false }
+    fn new(room: i64, baseline: Option<i64>) -> Self {
+        Self {
+            room,
+            subs: Vec::new(),
+            last_seq: baseline.unwrap_or(UNKNOWN),
+            pending: BTreeMap::new(),
+            want: 0,
+            filling: false,
+        }
     }
 }
 
@@ -70,12 +89,28 @@ pub struct Bus {
     shards: Box<[Shard]>,
     store: Store,
     me: Weak<Bus>,
+    /// The Redis bridge, when this node is part of a cluster.
+    bridge: OnceLock<Arc<bridge::Bridge>>,
 }
 
 impl Bus {
     /// A bus whose gap fills read from `store`.
     pub fn new(store: Store) -> Arc<Self> {
-        Arc::new_cyclic(|me| Bus { shards: (0..SHARDS).map(|_| Shard::default()).collect(), store, me: me.clone() })
+        Arc::new_cyclic(|me| Bus {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            store,
+            me: me.clone(),
+            bridge: OnceLock::new(),
+        })
+    }
+
+    fn attach_bridge(&self, bridge: Arc<bridge::Bridge>) {
+        let _ = self.bridge.set(bridge);
+    }
+
+    /// The Redis bridge, if this node has one.
+    pub fn bridge(&self) -> Option<&bridge::Bridge> {
+        self.bridge.get().map(|b| &**b)
     }
 
     fn shard(&self, room: i64) -> &Shard {
@@ -86,12 +121,39 @@ impl Bus {
         &self.shards[(h.finish() as usize) % self.shards.len()]
     }
 
-    /// Subscribes a connection to a room.
-    pub fn subscribe(&self, room: i64, sub: Subscriber) {
+    /// Subscribes a connection to a room. `baseline` is the room's last seq as of the
+    /// connection's membership look-up, if known: a room new to this node starts its
+    /// sequencer there, so a message committed after the look-up but lost on its way here is
+    /// a gap to fill rather than the unseen start of the room.
+    pub fn subscribe(&self, room: i64, sub: Subscriber, baseline: Option<i64>) {
         let mut rooms = self.shard(room).lock();
         // No duplicate scan (O(room size) per connect): the registry subscribes a connection
         // to a room only when the room enters its set, so a pair is never added twice.
-        rooms.entry(room).or_insert_with(|| RoomState::new(room)).subs.push(sub);
+        let st = rooms.entry(room).or_insert_with(|| {
+            if let Some(b) = self.bridge() {
+                b.subscribe(room);
+            }
+            RoomState::new(room, baseline)
+        });
+        if let (UNKNOWN, Some(b)) = (st.last_seq, baseline) {
+            st.last_seq = b;
+        }
+        st.subs.push(sub);
+    }
+
+    /// Rooms with local subscribers.
+    pub fn local_rooms(&self) -> Vec<i64> {
+        self.shards.iter().flat_map(|s| s.lock().keys().copied().collect::<Vec<_>>()).collect()
+    }
+
+    /// Drops a room's state once nothing needs it; the caller holds its shard's lock.
+    fn release(&self, rooms: &mut HashMap<i64, RoomState>, room: i64) {
+        if rooms.get(&room).is_some_and(|st| st.subs.is_empty() && !st.filling) {
+            rooms.remove(&room);
+            if let Some(b) = self.bridge() {
+                b.unsubscribe(room);
+            }
+        }
     }
 
     /// Unsubscribes a connection; the room's state is dropped with its last subscriber.
@@ -101,10 +163,8 @@ impl Bus {
             if let Some(i) = st.subs.iter().position(|s| s.conn_id == conn_id) {
                 st.subs.swap_remove(i);
             }
-            if st.subs.is_empty() && !st.filling {
-                rooms.remove(&room);
-            }
         }
+        self.release(&mut rooms, room);
     }
 
     /// Local subscribers of a room.
@@ -112,9 +172,17 @@ impl Bus {
         self.shard(room).lock().get(&room).map_or(0, |st| st.subs.len())
     }
 
-    /// Sends an unordered event (typing, presence, receipts) to a room's subscribers,
-    /// optionally skipping one user's connections.
+    /// Sends an unordered event (typing, presence, receipts) to a room's subscribers on every
+    /// node, optionally skipping one user's connections.
     pub fn publish(&self, room: i64, frame: Bytes, except_user: Option<i64>) {
+        if let Some(b) = self.bridge() {
+            b.event(room, except_user, &frame);
+        }
+        self.deliver_event(room, frame, except_user);
+    }
+
+    /// [`Bus::publish`] to this node's subscribers only (an event from another node).
+    pub fn deliver_event(&self, room: i64, frame: Bytes, except_user: Option<i64>) {
         let rooms = self.shard(room).lock();
         if let Some(st) = rooms.get(&room) {
             let (mut n, mut dropped) = (0u64, 0u64);
@@ -128,14 +196,23 @@ impl Bus {
         }
     }
 
-    /// Delivers a committed room message, keeping the room's order and filling gaps.
+    /// Delivers a message committed by this node to the room's subscribers on every node.
     pub fn publish_message(&self, room: i64, seq: i64, frame: Bytes) {
+        if let Some(b) = self.bridge() {
+            b.message(room, seq, &frame);
+        }
+        self.sequence(room, seq, frame);
+    }
+
+    /// Delivers a committed room message to this node's subscribers, keeping the room's order
+    /// and filling gaps.
+    pub fn sequence(&self, room: i64, seq: i64, frame: Bytes) {
         let mut rooms = self.shard(room).lock();
         let Some(st) = rooms.get_mut(&room) else { return };
-        if st.last_seq != 0 && seq <= st.last_seq {
+        if seq <= st.last_seq {
             return; // duplicate (e.g. a fill raced the live copy)
         }
-        if st.last_seq == 0 || seq == st.last_seq + 1 {
+        if st.last_seq == UNKNOWN || seq == st.last_seq + 1 {
             deliver(st, seq, frame);
             // Messages parked behind a gap that is now closed.
             while let Some(entry) = st.pending.first_entry() {
@@ -148,14 +225,37 @@ impl Bus {
             return;
         }
         st.pending.insert(seq, frame);
-        if !st.filling {
-            st.filling = true;
-            let after = st.last_seq;
-            drop(rooms);
-            metrics::counter!("livechat_bus_gap_fills_total").increment(1);
-            if let Some(bus) = self.me.upgrade() {
-                tokio::spawn(async move { bus.fill(room, after).await });
-            }
+        self.start_fill(rooms, room);
+    }
+
+    /// Reads a room's messages after the last delivered one from PostgreSQL (up to `upto`, or
+    /// all there are) and delivers them: they were committed elsewhere while their envelopes
+    /// could not reach this node. A room that has delivered nothing yet has no position to
+    /// catch up from and is left alone.
+    pub fn catch_up(&self, room: i64, upto: Option<i64>) {
+        let mut rooms = self.shard(room).lock();
+        let Some(st) = rooms.get_mut(&room) else { return };
+        let upto = upto.unwrap_or(i64::MAX);
+        if st.last_seq == UNKNOWN || upto <= st.last_seq {
+            return;
+        }
+        st.want = st.want.max(upto);
+        metrics::counter!("livechat_bus_bridge_catchups_total").increment(1);
+        self.start_fill(rooms, room);
+    }
+
+    /// Spawns the room's fill task unless one runs (it picks up the new work).
+    fn start_fill(&self, mut rooms: MutexGuard<'_, HashMap<i64, RoomState>>, room: i64) {
+        let Some(st) = rooms.get_mut(&room) else { return };
+        if st.filling {
+            return;
+        }
+        st.filling = true;
+        let after = st.last_seq;
+        drop(rooms);
+        metrics::counter!("livechat_bus_gap_fills_total").increment(1);
+        if let Some(bus) = self.me.upgrade() {
+            tokio::spawn(async move { bus.fill(room, after).await });
         }
     }
 
@@ -166,8 +266,10 @@ impl Bus {
         loop {
             let before = {
                 let rooms = self.shard(room).lock();
-                match rooms.get(&room).and_then(|st| st.pending.keys().next().copied()) {
+                let Some(st) = rooms.get(&room) else { break };
+                match st.pending.keys().next().copied() {
                     Some(first) => first.max(after + 1),
+                    None if st.want > st.last_seq => st.want.saturating_add(1),
                     None => break,
                 }
             };
@@ -195,10 +297,8 @@ impl Bus {
         let mut rooms = self.shard(room).lock();
         if let Some(st) = rooms.get_mut(&room) {
             st.filling = false;
-            if st.subs.is_empty() {
-                rooms.remove(&room);
-            }
         }
+        self.release(&mut rooms, room);
     }
 }
 
@@ -220,10 +320,20 @@ impl Bus {
         let mut rooms = self.shard(room).lock();
         let Some(st) = rooms.get_mut(&room) else { return Fill::Done };
         let empty = rows.is_empty();
+        let full = rows.len() as i64 >= FILL_LIMIT;
         for m in rows {
             if m.seq > st.last_seq {
                 deliver(st, m.seq, protocol::message_frame(&m));
             }
+        }
+        if st.pending.is_empty() {
+            // A catch-up: PostgreSQL's rows are all there is to deliver (seqs are visible
+            // gaplessly, so a short page is the end).
+            if full && st.want > st.last_seq {
+                return Fill::Continue(st.last_seq);
+            }
+            st.want = 0;
+            return Fill::Done;
         }
         if empty && st.last_seq < before - 1 {
             if waited < GAP_PATIENCE {
@@ -244,7 +354,7 @@ impl Bus {
                 deliver(st, s, f);
             }
         }
-        if st.pending.is_empty() {
+        if st.pending.is_empty() && st.want <= st.last_seq {
             Fill::Done
         } else {
             Fill::Continue(st.last_seq)
@@ -284,7 +394,7 @@ mod tests {
 
     fn sub(bus: &Bus, room: i64, conn_id: u64, user_id: i64) -> Arc<ConnShared> {
         let conn = Arc::new(ConnShared::new(100));
-        bus.subscribe(room, Subscriber { conn_id, user_id, conn: conn.clone() });
+        bus.subscribe(room, Subscriber { conn_id, user_id, conn: conn.clone() }, None);
         conn
     }
 

@@ -213,8 +213,9 @@ pub async fn list_members(app: &App, req: &Request<Incoming>, id: &str) -> Reply
     let room = parse_id(id, "room id")?;
     require_member(app, room, me).await?;
     let mut members = app.store.members(room).await?;
+    let online = app.presence.online_among(&app.registry, members.iter().map(|m| m.user_id)).await;
     for m in &mut members {
-        m.online = app.registry.is_online(m.user_id);
+        m.online = online.contains(&m.user_id);
     }
     Ok(json(StatusCode::OK, &members))
 }

@@ -141,7 +141,9 @@ impl Relay {
         for r in &member_rows {
             members.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
         }
-        let online = online_users(&self.app, member_rows.iter().map(|r| r.get::<_, i64>(1))).await;
+        // Cluster-wide: a member connected to any live node gets no job.
+        let users: HashSet<i64> = member_rows.iter().map(|r| r.get::<_, i64>(1)).collect();
+        let online = self.app.presence.online_among(&self.app.registry, users).await;
 
         let webhook = n.webhook_url.as_deref().is_some_and(|u| !u.is_empty());
         let email = n.smtp_url.as_deref().is_some_and(|u| !u.is_empty());
@@ -187,12 +189,6 @@ impl Relay {
         tracing::debug!(messages = taken.len(), jobs = jobs.len(), "Relayed notification outbox rows.");
         Ok(taken.len() < pending.len() || pending.len() as i64 == MESSAGES_PER_PASS)
     }
-}
-
-/// Of `users`, those with a live connection. The one place the relay consults presence: when
-/// presence becomes cluster-wide, this asks the cluster (one batched round trip) instead.
-async fn online_users(app: &App, users: impl Iterator<Item = i64>) -> HashSet<i64> {
-    users.filter(|u| app.registry.is_online(*u)).collect()
 }
 
 /// At most [`PREVIEW_CHARS`] characters, with an ellipsis when cut.

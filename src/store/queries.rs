@@ -95,6 +95,8 @@ pub struct Membership {
     pub room_id: i64,
     /// Members of the room (for the presence cut-off).
     pub member_count: i64,
+    /// The room's last seq at the look-up (the bus sequencer's starting point).
+    pub last_seq: i64,
 }
 
 /// What a receipt needs to know about the message it names.
@@ -155,6 +157,13 @@ impl Store {
         Ok((id, row.get(1)))
     }
 
+    /// The database's cluster id (migration V4): the default namespace of the cluster's keys
+    /// and channels in Redis.
+    pub async fn cluster_id(&self) -> Result<String, StoreError> {
+        let rows = self.read("SELECT cluster_id FROM cluster", &[]).await?;
+        rows.first().map(|r| r.get(0)).ok_or_else(|| StoreError::Db("the cluster table is empty".into()))
+    }
+
     /// The username of a user, if they exist.
     pub async fn username(&self, user_id: i64) -> Result<Option<String>, StoreError> {
         let row = self.read("SELECT username FROM users WHERE id = $1", &[user_id]).await?.into_iter().next();
@@ -167,7 +176,7 @@ impl Store {
         let c = self.conn().await?;
         let rows = c
             .query_typed(
-                "SELECT u.id, r.id, r.member_count::BIGINT FROM users u \
+                "SELECT u.id, r.id, r.member_count::BIGINT, r.last_seq FROM users u \
                  LEFT JOIN room_members m ON m.user_id = u.id \
                  LEFT JOIN rooms r ON r.id = m.room_id WHERE u.id = ANY($1)",
                 &[(&user_ids, Type::INT8_ARRAY)],
@@ -177,7 +186,11 @@ impl Store {
         for r in &rows {
             let rooms = out.entry(r.get(0)).or_default();
             if let Some(room_id) = r.get::<_, Option<i64>>(1) {
-                rooms.push(Membership { room_id, member_count: r.get::<_, Option<i64>>(2).unwrap_or(0) });
+                rooms.push(Membership {
+                    room_id,
+                    member_count: r.get::<_, Option<i64>>(2).unwrap_or(0),
+                    last_seq: r.get::<_, Option<i64>>(3).unwrap_or(0),
+                });
             }
         }
         Ok(out)

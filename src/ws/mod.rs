@@ -72,15 +72,13 @@ async fn chat_inner(
     let shared = Arc::new(ConnShared::new(limits.outbound_queue_frames));
     let (handle, first) = app
         .registry
-        .register(identity.user_id, rooms.iter().map(|m| m.room_id), shared, limits.connections_per_user, &app.bus)
+        .register(identity.user_id, &rooms, shared, limits.connections_per_user, &app.bus)
         .map_err(|_| ApiError::new(ErrorCode::RateLimited, "too many connections for this user"))?;
     let presence_rooms: Vec<i64> =
         rooms.iter().filter(|m| m.member_count <= app.config.presence.max_room_members).map(|m| m.room_id).collect();
     let guard = Registered { app: app.clone(), handle: handle.clone(), presence_rooms };
     if first {
-        for &room in &guard.presence_rooms {
-            app.bus.publish(room, protocol::presence_frame(room, identity.user_id, true), Some(identity.user_id));
-        }
+        app.presence.went_online(&app, identity.user_id, guard.presence_rooms.clone());
     }
 
     let deadline_secs = app.auth.deadline(identity.expires_at).saturating_sub(now_secs());
@@ -134,14 +132,9 @@ struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        let user = self.handle.user_id;
         if self.app.registry.unregister(&self.handle, &self.app.bus) {
-            for &room in &self.presence_rooms {
-                // Rooms left while connected no longer get this user's presence.
-                if self.app.bus.subscriber_count(room) > 0 {
-                    self.app.bus.publish(room, protocol::presence_frame(room, user, false), Some(user));
-                }
-            }
+            let rooms = std::mem::take(&mut self.presence_rooms);
+            self.app.presence.went_offline(&self.app, self.handle.user_id, rooms);
         }
     }
 }

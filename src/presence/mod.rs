@@ -1,17 +1,76 @@
 //! Live connections by user: the connections-per-user limit, online state (presence and the
 //! members endpoint), typing throttles, and moving live connections in and out of rooms when
-//! memberships change.
+//! memberships change. [`Presence`] makes the online state cluster-wide through [`cluster`].
+
+pub mod cluster;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::app::App;
 use crate::bus::{Bus, Subscriber};
+use crate::store::queries::Membership;
 use crate::ws::outbox::Out;
 use crate::ws::writer::ConnShared;
 
 const SHARDS: usize = 16;
+
+/// Online state across the cluster (node-local without Redis).
+pub struct Presence {
+    cluster: Option<Arc<cluster::ClusterPresence>>,
+}
+
+impl Presence {
+    /// Node-local presence (no Redis).
+    pub fn local() -> Self {
+        Self { cluster: None }
+    }
+
+    /// Cluster-wide presence through `cluster` (whose task [`cluster::run`] must be started).
+    pub fn clustered(cluster: Arc<cluster::ClusterPresence>) -> Self {
+        Self { cluster: Some(cluster) }
+    }
+
+    /// The user's first connection on this node opened: `presence` online goes to `rooms`
+    /// (those small enough for presence events) unless the user is connected elsewhere.
+    pub fn went_online(&self, app: &App, user: i64, rooms: Vec<i64>) {
+        match &self.cluster {
+            Some(c) => c.change(cluster::Change::Online { user, rooms }),
+            None => cluster::announce(app, user, &rooms, true),
+        }
+    }
+
+    /// The user's last connection on this node closed: `presence` offline goes to `rooms`
+    /// unless the user is still connected elsewhere.
+    pub fn went_offline(&self, app: &App, user: i64, rooms: Vec<i64>) {
+        match &self.cluster {
+            Some(c) => c.change(cluster::Change::Offline { user, rooms }),
+            None => cluster::announce(app, user, &rooms, false),
+        }
+    }
+
+    /// Which of `users` have a live connection anywhere (here, or on a live node of the
+    /// cluster; this node's view alone while Redis cannot answer).
+    pub async fn online_among(&self, registry: &Registry, users: impl IntoIterator<Item = i64>) -> HashSet<i64> {
+        let (here, elsewhere): (Vec<i64>, Vec<i64>) = users.into_iter().partition(|u| registry.is_online(*u));
+        let mut online: HashSet<i64> = here.into_iter().collect();
+        if let (Some(c), false) = (&self.cluster, elsewhere.is_empty()) {
+            if let Some(found) = c.online_elsewhere(&elsewhere).await {
+                online.extend(found);
+            }
+        }
+        online
+    }
+
+    /// Graceful stop: this node stops counting in the cluster's online state.
+    pub async fn leave(&self) {
+        if let Some(c) = &self.cluster {
+            c.leave().await;
+        }
+    }
+}
 
 /// One live connection.
 pub struct ConnHandle {
@@ -79,7 +138,7 @@ impl Registry {
     pub fn register(
         &self,
         user_id: i64,
-        rooms: impl IntoIterator<Item = i64>,
+        rooms: &[Membership],
         conn: Arc<ConnShared>,
         limit: usize,
         bus: &Bus,
@@ -88,7 +147,7 @@ impl Registry {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             user_id,
             conn,
-            rooms: Mutex::new(rooms.into_iter().collect()),
+            rooms: Mutex::new(rooms.iter().map(|m| m.room_id).collect()),
         });
         let first = {
             let mut shard = self.shard(user_id);
@@ -102,8 +161,8 @@ impl Registry {
             entry.conns.push(handle.clone());
             entry.conns.len() == 1
         };
-        for room in handle.rooms() {
-            bus.subscribe(room, handle.subscriber());
+        for m in rooms {
+            bus.subscribe(m.room_id, handle.subscriber(), Some(m.last_seq));
         }
         metrics::gauge!("livechat_ws_connections").increment(1.0);
         Ok((handle, first))
@@ -129,6 +188,11 @@ impl Registry {
         false
     }
 
+    /// Users with a live connection on this node.
+    pub fn online_users(&self) -> Vec<i64> {
+        self.shards.iter().flat_map(|s| lock(s).keys().copied().collect::<Vec<_>>()).collect()
+    }
+
     /// Whether the user has a live connection on this node.
     pub fn is_online(&self, user_id: i64) -> bool {
         self.shard(user_id).get(&user_id).is_some_and(|e| !e.conns.is_empty())
@@ -140,7 +204,7 @@ impl Registry {
         for c in conns {
             if lock(&c.rooms).insert(room) {
                 let _ = c.conn.outbox.push(Out::Reset(room));
-                bus.subscribe(room, c.subscriber());
+                bus.subscribe(room, c.subscriber(), None);
             }
         }
     }

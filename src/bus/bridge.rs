@@ -1,0 +1,337 @@
+//! The Redis pub/sub bridge between the nodes' buses (SPEC §9).
+//!
+//! Each room is one channel, `<prefix>:room:<id>`. A node subscribes to a room's channel when
+//! the room gets its first local subscriber and unsubscribes when the last one leaves, so
+//! Redis only sends a node the rooms it serves. Everything this node's bus publishes (committed
+//! messages, typing, presence, receipts) is also published on the room's channel as an
+//! [`envelope`](super::envelope) of already-encoded frames; envelopes carry the origin node id
+//! and a node drops its own.
+//!
+//! Pub/sub is at-most-once, and the bus's per-room sequencer makes delivery gapless anyway: a
+//! message that arrives past a missing seq waits while the gap is read from PostgreSQL. Two
+//! holes remain that a later message would not reveal, and both are closed here:
+//! - the subscriber connection was lost (Redis restarted, network): after re-subscribing, every
+//!   local room catches up from PostgreSQL;
+//! - this node could not publish (Redis down, queue full): the rooms and their highest seq are
+//!   remembered and, once Redis answers again, published as catch-up hints that make the other
+//!   nodes read those messages from PostgreSQL.
+//!
+//! Without Redis every node keeps serving its own connections (node-local delivery); the bridge
+//! reconnects by itself and the cluster heals.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::envelope::{self, Envelope};
+use super::Bus;
+use crate::redis_link::RedisLink;
+
+/// Envelopes waiting for the publisher; past it, messages become catch-up hints and events
+/// are dropped (they are unordered and never stored).
+const PUBLISH_QUEUE: usize = 65_536;
+/// Most queued items merged into one pipelined round trip.
+const PUBLISH_BATCH: usize = 1024;
+/// Channels per SUBSCRIBE when re-subscribing every local room.
+const SUBSCRIBE_CHUNK: usize = 512;
+/// Liveness check of the subscriber connection (a half-open socket never ends the stream).
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// Deadline of one Redis call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest pause between reconnect attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Something to publish.
+enum Outgoing {
+    Message { room: i64, seq: i64, frame: Bytes },
+    Event { room: i64, except_user: Option<i64>, frame: Bytes },
+}
+
+enum SubCmd {
+    Subscribe(i64),
+    Unsubscribe(i64),
+}
+
+/// The bus's handle on the bridge. Every method is non-blocking (called under shard locks).
+pub struct Bridge {
+    node: String,
+    /// `<prefix>:room:`
+    channel_prefix: String,
+    out: mpsc::Sender<Outgoing>,
+    subs: mpsc::UnboundedSender<SubCmd>,
+    /// Rooms whose committed messages could not be published → highest such seq.
+    missed: Mutex<HashMap<i64, i64>>,
+    connected: AtomicBool,
+}
+
+impl Bridge {
+    /// Starts the publisher and subscriber tasks and attaches the bridge to `bus`. `prefix`
+    /// namespaces the channels (every node of a cluster uses the same one).
+    pub fn start(bus: &Arc<Bus>, link: Arc<RedisLink>, node: String, prefix: &str, stop: CancellationToken) {
+        let (out, out_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (subs, subs_rx) = mpsc::unbounded_channel();
+        let bridge = Arc::new(Bridge {
+            node,
+            channel_prefix: format!("{prefix}:room:"),
+            out,
+            subs,
+            missed: Mutex::new(HashMap::new()),
+            connected: AtomicBool::new(false),
+        });
+        metrics::gauge!("livechat_bus_bridge_connected").set(0.0);
+        bus.attach_bridge(bridge.clone());
+        tokio::spawn(publisher(bridge.clone(), link.clone(), out_rx, stop.clone()));
+        tokio::spawn(subscriber(bridge, Arc::downgrade(bus), link, subs_rx, stop));
+    }
+
+    fn channel(&self, room: i64) -> String {
+        format!("{}{room}", self.channel_prefix)
+    }
+
+    /// Whether the subscriber connection is up (remote events are arriving).
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn subscribe(&self, room: i64) {
+        let _ = self.subs.send(SubCmd::Subscribe(room));
+    }
+
+    pub(super) fn unsubscribe(&self, room: i64) {
+        let _ = self.subs.send(SubCmd::Unsubscribe(room));
+    }
+
+    pub(super) fn message(&self, room: i64, seq: i64, frame: &Bytes) {
+        if self.out.try_send(Outgoing::Message { room, seq, frame: frame.clone() }).is_err() {
+            self.miss(room, seq);
+        }
+    }
+
+    pub(super) fn event(&self, room: i64, except_user: Option<i64>, frame: &Bytes) {
+        if self.out.try_send(Outgoing::Event { room, except_user, frame: frame.clone() }).is_err() {
+            metrics::counter!("livechat_bus_bridge_dropped_total").increment(1);
+        }
+    }
+
+    fn miss(&self, room: i64, seq: i64) {
+        let mut missed = self.missed.lock().unwrap_or_else(PoisonError::into_inner);
+        let e = missed.entry(room).or_insert(seq);
+        *e = (*e).max(seq);
+    }
+
+    fn take_missed(&self) -> HashMap<i64, i64> {
+        std::mem::take(&mut *self.missed.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+// === impl publisher ===
+
+/// Drains the queue into pipelined PUBLISHes: consecutive messages of a room become one
+/// envelope, so a group commit of many rows costs one PUBLISH per room.
+async fn publisher(
+    bridge: Arc<Bridge>,
+    link: Arc<RedisLink>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    stop: CancellationToken,
+) {
+    let mut conn: Option<ConnectionManager> = None;
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    let mut retry = tokio::time::interval(Duration::from_secs(1));
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, PUBLISH_BATCH) => if n == 0 { return },
+            // Catch-up hints wait for Redis even when no new traffic comes.
+            _ = retry.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let missed = bridge.take_missed();
+        if batch.is_empty() && missed.is_empty() {
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        let mut failed_msgs: Vec<(i64, i64)> = Vec::new();
+        let mut publishes = 0u64;
+        for (room, seq) in &missed {
+            pipe.cmd("PUBLISH")
+                .arg(bridge.channel(*room))
+                .arg(envelope::catch_up(&bridge.node, *seq).as_ref())
+                .ignore();
+            failed_msgs.push((*room, *seq));
+            publishes += 1;
+        }
+        let mut i = 0;
+        while i < batch.len() {
+            match &batch[i] {
+                Outgoing::Message { room, .. } => {
+                    let room = *room;
+                    let start = i;
+                    while i < batch.len() && matches!(&batch[i], Outgoing::Message { room: r, .. } if *r == room) {
+                        i += 1;
+                    }
+                    let run = batch[start..i].iter().filter_map(|o| match o {
+                        Outgoing::Message { seq, frame, .. } => Some((*seq, frame)),
+                        Outgoing::Event { .. } => None,
+                    });
+                    failed_msgs.extend(run.clone().map(|(seq, _)| (room, seq)));
+                    pipe.cmd("PUBLISH")
+                        .arg(bridge.channel(room))
+                        .arg(envelope::messages(&bridge.node, run).as_ref())
+                        .ignore();
+                }
+                Outgoing::Event { room, except_user, frame } => {
+                    pipe.cmd("PUBLISH")
+                        .arg(bridge.channel(*room))
+                        .arg(envelope::event(&bridge.node, *except_user, frame).as_ref())
+                        .ignore();
+                    i += 1;
+                }
+            }
+            publishes += 1;
+        }
+        let events = batch.len() as u64 + missed.len() as u64 - failed_msgs.len() as u64;
+        batch.clear();
+        let sent = match conn.as_mut() {
+            Some(c) => matches!(tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(c)).await, Ok(Ok(()))),
+            None => false,
+        };
+        if sent {
+            metrics::counter!("livechat_bus_bridge_published_total").increment(publishes);
+            continue;
+        }
+        // Not published: the messages become catch-up hints for when Redis answers again.
+        metrics::counter!("livechat_bus_bridge_publish_errors_total").increment(1);
+        metrics::counter!("livechat_bus_bridge_dropped_total").increment(events);
+        for (room, seq) in failed_msgs {
+            bridge.miss(room, seq);
+        }
+        if conn.take().is_some() {
+            tracing::warn!("Redis publish failed; delivering node-locally until Redis answers.");
+        }
+        if let Ok(Ok(c)) = tokio::time::timeout(CALL_TIMEOUT, link.dedicated()).await {
+            conn = Some(c);
+        }
+    }
+}
+
+// === impl subscriber ===
+
+async fn subscriber(
+    bridge: Arc<Bridge>,
+    bus: Weak<Bus>,
+    link: Arc<RedisLink>,
+    mut cmds: mpsc::UnboundedReceiver<SubCmd>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut was_up = false;
+    loop {
+        let session = async {
+            let pubsub = link.pubsub().await?;
+            let (mut sink, mut stream) = pubsub.split();
+            // Commands queued while disconnected are superseded by the snapshot below.
+            while cmds.try_recv().is_ok() {}
+            let Some(b) = bus.upgrade() else { return Ok(()) };
+            let rooms = b.local_rooms();
+            for chunk in rooms.chunks(SUBSCRIBE_CHUNK) {
+                let channels: Vec<String> = chunk.iter().map(|r| bridge.channel(*r)).collect();
+                call(sink.subscribe(channels)).await?;
+            }
+            bridge.connected.store(true, Ordering::Relaxed);
+            metrics::gauge!("livechat_bus_bridge_connected").set(1.0);
+            tracing::info!(rooms = rooms.len(), "Redis bridge connected.");
+            // Whatever other nodes published while we were not subscribed.
+            for room in rooms {
+                b.catch_up(room, None);
+            }
+            drop(b);
+            let mut ping = tokio::time::interval(PING_EVERY);
+            ping.reset();
+            loop {
+                tokio::select! {
+                    cmd = cmds.recv() => match cmd {
+                        Some(SubCmd::Subscribe(room)) => call(sink.subscribe(bridge.channel(room))).await?,
+                        Some(SubCmd::Unsubscribe(room)) => call(sink.unsubscribe(bridge.channel(room))).await?,
+                        None => return Ok(()),
+                    },
+                    msg = stream.next() => match msg {
+                        Some(msg) => {
+                            let Some(b) = bus.upgrade() else { return Ok(()) };
+                            receive(&bridge, &b, &msg);
+                        }
+                        None => return Err(BridgeDown("connection closed")),
+                    },
+                    _ = ping.tick() => call(sink.ping::<String>()).await.map(|_| ())?,
+                    _ = stop.cancelled() => return Ok(()),
+                }
+            }
+        };
+        let result: Result<(), BridgeDown> = tokio::select! {
+            r = session => r,
+            _ = stop.cancelled() => Ok(()),
+        };
+        let Err(BridgeDown(why)) = result else { return };
+        if bridge.connected.swap(false, Ordering::Relaxed) || !was_up {
+            metrics::gauge!("livechat_bus_bridge_connected").set(0.0);
+            tracing::warn!(reason = why, "Redis bridge down; delivering node-locally until Redis returns.");
+        }
+        was_up = true;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The subscriber connection failed.
+struct BridgeDown(&'static str);
+
+impl From<crate::redis_link::RedisDown> for BridgeDown {
+    fn from(_: crate::redis_link::RedisDown) -> Self {
+        BridgeDown("cannot connect")
+    }
+}
+
+async fn call<T>(f: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, BridgeDown> {
+    match tokio::time::timeout(CALL_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(_)) => Err(BridgeDown("command failed")),
+        Err(_) => Err(BridgeDown("command timed out")),
+    }
+}
+
+/// Delivers one envelope from another node to the local subscribers.
+fn receive(bridge: &Bridge, bus: &Bus, msg: &redis::Msg) {
+    let Some(room) = msg.get_channel_name().strip_prefix(&bridge.channel_prefix).and_then(|r| r.parse::<i64>().ok())
+    else {
+        return;
+    };
+    let (origin, env) = match envelope::decode(Bytes::copy_from_slice(msg.get_payload_bytes())) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(room, error = %e, "Dropped an envelope from Redis.");
+            return;
+        }
+    };
+    if origin == bridge.node.as_bytes() {
+        return;
+    }
+    metrics::counter!("livechat_bus_bridge_received_total").increment(1);
+    match env {
+        Envelope::Messages(msgs) => {
+            for (seq, frame) in msgs {
+                bus.sequence(room, seq, frame);
+            }
+        }
+        Envelope::Event { except_user, frame } => bus.deliver_event(room, frame, except_user),
+        Envelope::CatchUp(seq) => bus.catch_up(room, Some(seq)),
+    }
+}

@@ -1,0 +1,384 @@
+//! Cluster-wide online state in Redis (SPEC §9): which users have a live connection on any
+//! node, so `presence` events mean "first connection anywhere opened / last one closed", the
+//! members endpoint's `online` is cluster-wide and notifications skip users online elsewhere.
+//!
+//! Keys, under the cluster prefix `P`:
+//! - `P:presence:user:<id>` — SET of the nodes where the user is connected;
+//! - `P:presence:node:<node>` — SET of the users connected to the node (to clean up after it);
+//! - `P:presence:nodes` — ZSET node → expiry (ms); each node renews its entry every heartbeat.
+//!
+//! A node counts only while its entry has not expired, so a node that dies (`kill -9`, lost
+//! host) stops counting within `cluster.node_ttl_ms`; the first live node to notice removes it
+//! and announces `presence` offline for its users who are connected nowhere else. Each change
+//! is one Lua script (atomic in Redis), so of two nodes connecting the same user at once
+//! exactly one sees "first anywhere". While Redis is away, presence is node-local; when it
+//! returns, the node registers its connected users again.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::app::App;
+use crate::redis_link::RedisLink;
+use crate::ws::protocol;
+
+/// Changes merged into one pipelined round trip.
+const BATCH: usize = 512;
+/// Users per look-up script call.
+const LOOKUP_CHUNK: usize = 500;
+/// Deadline of one Redis round trip.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Counts the user's other live nodes and drops dead ones from the user's set, then adds or
+/// removes this node. KEYS: user set, node set, nodes zset. ARGV: node, user, now ms, 1 = add.
+const CHANGE_LUA: &str = r"
+local others = 0
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if n ~= ARGV[1] then
+    if tonumber(redis.call('ZSCORE', KEYS[3], n) or '0') > tonumber(ARGV[3]) then
+      others = others + 1
+    else
+      redis.call('SREM', KEYS[1], n)
+    end
+  end
+end
+if ARGV[4] == '1' then
+  redis.call('SADD', KEYS[1], ARGV[1])
+  redis.call('SADD', KEYS[2], ARGV[2])
+else
+  redis.call('SREM', KEYS[1], ARGV[1])
+  redis.call('SREM', KEYS[2], ARGV[2])
+end
+return others
+";
+
+/// 1 per user connected to a live node, else 0. KEYS: the users' sets, then the nodes zset.
+/// ARGV: now ms.
+const LOOKUP_LUA: &str = r"
+local out = {}
+local now = tonumber(ARGV[1])
+for i = 1, #KEYS - 1 do
+  out[i] = 0
+  for _, n in ipairs(redis.call('SMEMBERS', KEYS[i])) do
+    if tonumber(redis.call('ZSCORE', KEYS[#KEYS], n) or '0') > now then
+      out[i] = 1
+      break
+    end
+  end
+end
+return out
+";
+
+/// A presence change of this node, queued for the presence task.
+pub enum Change {
+    /// The user's first local connection opened; `rooms` are those that get presence events.
+    Online { user: i64, rooms: Vec<i64> },
+    /// The user's last local connection closed.
+    Offline { user: i64, rooms: Vec<i64> },
+    /// Shutting down: process what came before, then stop counting this node.
+    Leave(oneshot::Sender<()>),
+}
+
+/// This node's side of the cluster presence.
+pub struct ClusterPresence {
+    link: Arc<RedisLink>,
+    node: String,
+    prefix: String,
+    node_ttl: Duration,
+    tx: mpsc::UnboundedSender<Change>,
+    /// Whether the last Redis call worked (else answers are node-local).
+    up: AtomicBool,
+}
+
+impl ClusterPresence {
+    /// A handle and the receiver that [`run`] consumes.
+    pub fn new(
+        link: Arc<RedisLink>,
+        node: String,
+        prefix: &str,
+        node_ttl: Duration,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Change>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let me = Self { link, node, prefix: format!("{prefix}:presence"), node_ttl, tx, up: AtomicBool::new(false) };
+        (Arc::new(me), rx)
+    }
+
+    /// Queues a change (non-blocking; called from connection set-up and teardown).
+    pub fn change(&self, change: Change) {
+        let _ = self.tx.send(change);
+    }
+
+    /// Stops counting this node after the queued changes (graceful shutdown), within a bound.
+    pub async fn leave(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Change::Leave(tx)).is_ok() {
+            let _ = tokio::time::timeout(CALL_TIMEOUT * 2, rx).await;
+        }
+    }
+
+    fn user_key(&self, user: i64) -> String {
+        format!("{}:user:{user}", self.prefix)
+    }
+
+    fn node_key(&self, node: &str) -> String {
+        format!("{}:node:{node}", self.prefix)
+    }
+
+    fn nodes_key(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    fn mark(&self, up: bool) {
+        if self.up.swap(up, Ordering::Relaxed) != up {
+            if up {
+                tracing::info!("Cluster presence connected to Redis.");
+            } else {
+                tracing::warn!("Cluster presence cannot reach Redis; online state is node-local until it returns.");
+            }
+        }
+    }
+
+    async fn conn(&self) -> Option<ConnectionManager> {
+        tokio::time::timeout(CALL_TIMEOUT, self.link.conn()).await.ok()?.ok()
+    }
+
+    /// Which of `users` are connected to another live node (this node's own are not asked
+    /// here); `None` when Redis cannot answer.
+    pub async fn online_elsewhere(&self, users: &[i64]) -> Option<HashSet<i64>> {
+        let mut conn = self.conn().await?;
+        let script = redis::Script::new(LOOKUP_LUA);
+        let mut online = HashSet::new();
+        for chunk in users.chunks(LOOKUP_CHUNK) {
+            let mut inv = script.prepare_invoke();
+            for &u in chunk {
+                inv.key(self.user_key(u));
+            }
+            inv.key(self.nodes_key()).arg(now_ms());
+            let flags: Vec<i64> = match tokio::time::timeout(CALL_TIMEOUT, inv.invoke_async(&mut conn)).await {
+                Ok(Ok(f)) => f,
+                _ => {
+                    metrics::counter!("livechat_presence_redis_errors_total").increment(1);
+                    self.mark(false);
+                    return None;
+                }
+            };
+            online.extend(chunk.iter().zip(flags).filter(|(_, f)| *f == 1).map(|(u, _)| *u));
+        }
+        Some(online)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The presence task: applies this node's changes in order, announces the ones that are
+/// cluster-wide, renews the node's entry and cleans up after dead nodes.
+pub async fn run(
+    cp: Arc<ClusterPresence>,
+    app: Weak<App>,
+    mut rx: mpsc::UnboundedReceiver<Change>,
+    heartbeat: Duration,
+) {
+    let mut beat = tokio::time::interval(heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Register the node's users on the first heartbeat that reaches Redis, and after outages.
+    let mut registered = false;
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    return;
+                }
+                let Some(app) = app.upgrade() else { return };
+                let mut changes = Vec::with_capacity(batch.len());
+                for c in batch.drain(..) {
+                    match c {
+                        // What came before a Leave is applied before it.
+                        Change::Leave(done) => {
+                            apply(&cp, &app, std::mem::take(&mut changes)).await;
+                            leave(&cp).await;
+                            let _ = done.send(());
+                        }
+                        c => changes.push(c),
+                    }
+                }
+                apply(&cp, &app, changes).await;
+            }
+            _ = beat.tick() => {
+                let Some(app) = app.upgrade() else { return };
+                registered = renew(&cp, &app, registered).await;
+            }
+        }
+    }
+}
+
+/// Applies changes in one pipeline and announces those that are first/last anywhere. Without
+/// Redis every change counts as cluster-wide (node-local presence).
+async fn apply(cp: &ClusterPresence, app: &App, changes: Vec<Change>) {
+    if changes.is_empty() {
+        return;
+    }
+    let others: Option<Vec<i64>> = async {
+        let mut conn = cp.conn().await?;
+        let script = redis::Script::new(CHANGE_LUA);
+        let mut pipe = redis::pipe();
+        // Loaded in the same pipeline, so EVALSHA never meets NOSCRIPT (a restarted Redis).
+        pipe.cmd("SCRIPT").arg("LOAD").arg(CHANGE_LUA).ignore();
+        let now = now_ms();
+        for c in &changes {
+            let (user, add) = match c {
+                Change::Online { user, .. } => (*user, 1),
+                Change::Offline { user, .. } => (*user, 0),
+                Change::Leave(_) => continue,
+            };
+            pipe.cmd("EVALSHA")
+                .arg(script.get_hash())
+                .arg(3)
+                .arg(cp.user_key(user))
+                .arg(cp.node_key(&cp.node))
+                .arg(cp.nodes_key())
+                .arg(&cp.node)
+                .arg(user)
+                .arg(now)
+                .arg(add);
+        }
+        tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<Vec<i64>>(&mut conn)).await.ok()?.ok()
+    }
+    .await;
+    match &others {
+        Some(_) => cp.mark(true),
+        None => {
+            metrics::counter!("livechat_presence_redis_errors_total").increment(1);
+            cp.mark(false);
+        }
+    }
+    let mut others = others.unwrap_or_default().into_iter();
+    for c in changes {
+        let (user, rooms, online) = match c {
+            Change::Online { user, rooms } => (user, rooms, true),
+            Change::Offline { user, rooms } => (user, rooms, false),
+            Change::Leave(_) => continue,
+        };
+        let elsewhere = others.next().unwrap_or(0);
+        // Between the change and now the user may have come back (or gone): announce only
+        // what is still true on this node.
+        if elsewhere == 0 && app.registry.is_online(user) == online {
+            announce(app, user, &rooms, online);
+        }
+    }
+}
+
+/// Sends `presence` for `user` to the other members of `rooms`, on every node.
+pub fn announce(app: &App, user: i64, rooms: &[i64], online: bool) {
+    for &room in rooms {
+        app.bus.publish(room, protocol::presence_frame(room, user, online), Some(user));
+    }
+}
+
+/// The heartbeat: renews this node's entry (first registering its users if they are not
+/// registered), then cleans up after expired nodes. Returns whether the users are registered.
+async fn renew(cp: &ClusterPresence, app: &App, registered: bool) -> bool {
+    let Some(mut conn) = cp.conn().await else {
+        cp.mark(false);
+        return false;
+    };
+    let expires = now_ms() + cp.node_ttl.as_millis() as i64;
+    let mut pipe = redis::pipe();
+    if !registered {
+        // Redis may have restarted empty, or dropped this node as dead during an outage.
+        let node_key = cp.node_key(&cp.node);
+        let users = app.registry.online_users();
+        pipe.atomic().del(&node_key).ignore();
+        for chunk in users.chunks(1000) {
+            pipe.sadd(&node_key, chunk).ignore();
+        }
+        for &u in &users {
+            pipe.sadd(cp.user_key(u), &cp.node).ignore();
+        }
+    }
+    pipe.zadd(cp.nodes_key(), &cp.node, expires).ignore();
+    if !matches!(tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn)).await, Ok(Ok(()))) {
+        metrics::counter!("livechat_presence_redis_errors_total").increment(1);
+        cp.mark(false);
+        return false;
+    }
+    cp.mark(true);
+    reap(cp, app, &mut conn).await;
+    true
+}
+
+/// Removes expired nodes; the node whose ZREM wins announces their users offline where they
+/// are connected nowhere else.
+async fn reap(cp: &ClusterPresence, app: &App, conn: &mut ConnectionManager) {
+    let now = now_ms();
+    let dead: Vec<String> = match tokio::time::timeout(
+        CALL_TIMEOUT,
+        redis::cmd("ZRANGEBYSCORE")
+            .arg(cp.nodes_key())
+            .arg("-inf")
+            .arg(now)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(16)
+            .query_async(conn),
+    )
+    .await
+    {
+        Ok(Ok(d)) => d,
+        _ => return,
+    };
+    for node in dead.into_iter().filter(|n| *n != cp.node) {
+        let won: i64 = match redis::cmd("ZREM").arg(cp.nodes_key()).arg(&node).query_async(conn).await {
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        if won != 1 {
+            continue;
+        }
+        let node_key = cp.node_key(&node);
+        let users: Vec<i64> = redis::cmd("SMEMBERS").arg(&node_key).query_async(conn).await.unwrap_or_default();
+        let script = redis::Script::new(CHANGE_LUA);
+        let mut gone = Vec::new();
+        for &u in &users {
+            let mut inv = script.prepare_invoke();
+            inv.key(cp.user_key(u)).key(&node_key).key(cp.nodes_key()).arg(&node).arg(u).arg(now).arg(0);
+            if let Ok(0) = inv.invoke_async::<i64>(conn).await {
+                if !app.registry.is_online(u) {
+                    gone.push(u);
+                }
+            }
+        }
+        let _ = redis::cmd("DEL").arg(&node_key).query_async::<()>(conn).await;
+        tracing::warn!(node = %node, users = users.len(), offline = gone.len(), "Removed an expired cluster node.");
+        metrics::counter!("livechat_presence_nodes_reaped_total").increment(1);
+        if gone.is_empty() {
+            continue;
+        }
+        // Their rooms small enough for presence events, as at connect time.
+        let max = app.config.presence.max_room_members;
+        if let Ok(rooms) = app.store.memberships(&gone).await {
+            for (user, ms) in rooms {
+                let small: Vec<i64> = ms.iter().filter(|m| m.member_count <= max).map(|m| m.room_id).collect();
+                announce(app, user, &small, false);
+            }
+        }
+    }
+}
+
+/// Graceful stop: this node's entry expires now, so its users count as offline at once and
+/// the next live node's heartbeat announces those who are connected nowhere else.
+async fn leave(cp: &ClusterPresence) {
+    if let Some(mut conn) = cp.conn().await {
+        let _ = tokio::time::timeout(
+            CALL_TIMEOUT,
+            redis::cmd("ZADD").arg(cp.nodes_key()).arg(0).arg(&cp.node).query_async::<()>(&mut conn),
+        )
+        .await;
+    }
+}
