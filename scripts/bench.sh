@@ -10,6 +10,10 @@
 #   BENCH_PERF=1           record the server with `perf record -g` into target/lt/<name>.perf
 #   BENCH_SERVER_ENV="K=V ..."  extra server environment (e.g. LIVECHAT_STORAGE__BATCH_MAX=1)
 #   BENCH_PG_PORT / BENCH_REDIS_PORT   default 55600 / 56600
+#   BENCH_NODES=N          N `livechat serve` processes as one cluster: REDIS_URL set, all
+#                          bound to the same port with SO_REUSEPORT (server.reuse_port), each
+#                          with its own 20,000-fd limit; the harness sums their /proc figures.
+#                          With N > 1 the servers are not pinned (they share both cores).
 #
 # The build uses thin codegen (no fat LTO) in target/lt so it does not monopolise a shared box;
 # the figures are slightly conservative against the shipped release profile.
@@ -47,21 +51,40 @@ SERVER_ENV=(
 # shellcheck disable=SC2206
 [[ -n ${BENCH_SERVER_ENV:-} ]] && SERVER_ENV+=($BENCH_SERVER_ENV)
 
+NODES=${BENCH_NODES:-1}
+PIN=(taskset -c 0)
+if ((NODES > 1)); then
+  SERVER_ENV+=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT" LIVECHAT_SERVER__REUSE_PORT=true)
+  PIN=()
+fi
+
 ulimit -n 20000 2>/dev/null || true
-env "${SERVER_ENV[@]}" taskset -c 0 "$TARGET/livechat" serve &
-SERVER=$!
+SERVERS=()
 PERF=
 cleanup() {
   set +e
   if [[ -n $PERF ]]; then kill -INT "$PERF"; wait "$PERF"; fi
-  kill -TERM "$SERVER"; wait "$SERVER"
+  for pid in "${SERVERS[@]}"; do kill -TERM "$pid"; done
+  for pid in "${SERVERS[@]}"; do wait "$pid"; done
   "${PSQL[@]}" -c "drop database if exists $DB" >/dev/null 2>&1
 }
 trap cleanup EXIT
+for i in $(seq 1 "$NODES"); do
+  out="target/lt/$NAME.node$i.out"
+  env "${SERVER_ENV[@]}" LIVECHAT_NODE_ID="bench-$i" "${PIN[@]}" "$TARGET/livechat" serve >"$out" &
+  SERVERS+=($!)
+  # One at a time (the first applies the migrations), each until it prints its listening line:
+  # with a shared port a /readyz probe could be answered by an earlier node.
+  for _ in $(seq 1 300); do
+    grep -q '^listening on' "$out" 2>/dev/null && break
+    sleep 0.1
+  done
+done
 for _ in $(seq 1 300); do
   curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
   sleep 0.1
 done
+SERVER=$(IFS=,; echo "${SERVERS[*]}")
 if [[ ${BENCH_PERF:-0} == 1 ]]; then
   perf record -F 999 -g -p "$SERVER" -o "target/lt/$NAME.perf" 2>/dev/null &
   PERF=$!

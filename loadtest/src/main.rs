@@ -47,9 +47,10 @@ pub struct Common {
     /// Mint user JWTs locally with this HS256 secret instead of POST /v1/tokens
     #[arg(long, global = true, env = "LIVECHAT_JWT_SECRET")]
     pub jwt_secret: Option<String>,
-    /// Server pid, for CPU seconds, RSS and fds from /proc/<pid>
-    #[arg(long, global = true)]
-    pub server_pid: Option<u32>,
+    /// Server pid, for CPU seconds, RSS and fds from /proc/<pid>; a comma-separated list for
+    /// several server processes sharing the port (their figures are summed)
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Worker processes (0 = one per 18,000 connections)
     #[arg(long, global = true, default_value_t = 0)]
     pub procs: usize,

@@ -183,7 +183,7 @@ async fn orchestrate(c: &Common, plan: &Plan, hold_secs: f64) -> Result<Orch> {
     let procs = procs_for(c, plan.conns.len());
     let path = std::env::temp_dir().join(format!("livechat-lt-plan-{}.json", std::process::id()));
     std::fs::write(&path, serde_json::to_vec(plan)?)?;
-    let base = server_sample(c.server_pid);
+    let base = server_sample(&c.server_pid);
     let exe = std::env::current_exe()?;
     let mut kids = Vec::new();
     for i in 0..procs {
@@ -231,7 +231,7 @@ async fn orchestrate(c: &Common, plan: &Plan, hold_secs: f64) -> Result<Orch> {
                 if at > now {
                     tokio::time::sleep(Duration::from_micros(at - now)).await;
                 }
-                marks.push(server_sample(c.server_pid));
+                marks.push(server_sample(&c.server_pid));
             }
         }
         Mode::Idle => {
@@ -239,9 +239,9 @@ async fn orchestrate(c: &Common, plan: &Plan, hold_secs: f64) -> Result<Orch> {
             if go_us > now {
                 tokio::time::sleep(Duration::from_micros(go_us - now)).await;
             }
-            marks.push(server_sample(c.server_pid));
+            marks.push(server_sample(&c.server_pid));
         }
-        Mode::Storm => marks.push(server_sample(c.server_pid)),
+        Mode::Storm => marks.push(server_sample(&c.server_pid)),
     }
     let mut outs = Vec::new();
     for (mut ch, mut lines, _) in kids {
@@ -256,7 +256,7 @@ async fn orchestrate(c: &Common, plan: &Plan, hold_secs: f64) -> Result<Orch> {
         }
         let _ = ch.wait().await;
     }
-    let end_sample = server_sample(c.server_pid);
+    let end_sample = server_sample(&c.server_pid);
     let _ = std::fs::remove_file(&path);
     Ok(Orch { outs, base, marks, end_sample, go_us })
 }
@@ -721,7 +721,7 @@ async fn history(cli: &Cli, a: HistoryArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
     let last = seed_messages(&mut cl, room, users[0], a.messages, 256, "h").await?;
     eprintln!("seeded {} messages (last seq {last}) in {:.1}s", a.messages, t0.elapsed().as_secs_f64());
-    let s0 = server_sample(c.server_pid);
+    let s0 = server_sample(&c.server_pid);
     let cpu0 = self_cpu_secs();
     let end = now_us() + (a.secs * 1e6) as u64;
     let mut tasks = Vec::new();
@@ -767,7 +767,7 @@ async fn history(cli: &Cli, a: HistoryArgs) -> Result<()> {
         short += sh;
     }
     let cpu = self_cpu_secs() - cpu0;
-    let s1 = server_sample(c.server_pid);
+    let s1 = server_sample(&c.server_pid);
     let mut rep = new_report(cli, "history", serde_json::to_value(&a)?);
     let s = &mut rep.summary;
     s.insert("pages_ok".into(), json!(ok));
@@ -859,7 +859,7 @@ async fn resume(cli: &Cli, a: ResumeArgs) -> Result<()> {
         m - 1
     );
     // phase 3: reconnect wave with sync while live messages keep flowing
-    let s0 = server_sample(c.server_pid);
+    let s0 = server_sample(&c.server_pid);
     let cpu0 = self_cpu_secs();
     let wave0 = now_us();
     let live_stop = Rc::new(std::cell::Cell::new(false));
@@ -1010,7 +1010,7 @@ async fn resume(cli: &Cli, a: ResumeArgs) -> Result<()> {
     }
     let wave_secs = (now_us() - wave0) as f64 / 1e6;
     let cpu = self_cpu_secs() - cpu0;
-    let s1 = server_sample(c.server_pid);
+    let s1 = server_sample(&c.server_pid);
     let mut h = new_hist();
     let (mut gaps, mut dups, mut not_synced, mut failed, mut replayed, mut clients_with_gap) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);

@@ -45,14 +45,20 @@ pub struct ServerSample {
     pub fds: u64,
 }
 
-pub fn server_sample(pid: Option<u32>) -> Option<ServerSample> {
-    let pid = pid?;
-    Some(ServerSample {
-        cpu_secs: proc_cpu_secs(pid)?,
-        runq_wait_secs: runq_wait_secs(pid),
-        rss_kib: proc_rss_kib(pid).unwrap_or(0),
-        fds: proc_fds(pid).unwrap_or(0),
-    })
+/// The server processes' figures, summed (several `livechat serve` sharing a port with
+/// `SO_REUSEPORT` count as one server). `None` without pids or when one has exited.
+pub fn server_sample(pids: &[u32]) -> Option<ServerSample> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut total = ServerSample::default();
+    for &pid in pids {
+        total.cpu_secs += proc_cpu_secs(pid)?;
+        total.runq_wait_secs += runq_wait_secs(pid);
+        total.rss_kib += proc_rss_kib(pid).unwrap_or(0);
+        total.fds += proc_fds(pid).unwrap_or(0);
+    }
+    Some(total)
 }
 
 /// CPU seconds (user+sys) of this process so far.

@@ -157,59 +157,52 @@ async fn publisher(
             continue;
         }
         let mut pipe = redis::pipe();
-        let mut failed_msgs: Vec<(i64, i64)> = Vec::new();
-        let mut publishes = 0u64;
-        for (room, seq) in &missed {
-            pipe.cmd("PUBLISH")
-                .arg(bridge.channel(*room))
-                .arg(envelope::catch_up(&bridge.node, *seq).as_ref())
-                .ignore();
-            failed_msgs.push((*room, *seq));
-            publishes += 1;
+        // (room, seq) of every message in this round trip: catch-up hints if it fails.
+        let mut seqs: Vec<(i64, i64)> = Vec::with_capacity(batch.len() + missed.len());
+        let mut events = 0u64;
+        for (&room, &seq) in &missed {
+            pipe.cmd("PUBLISH").arg(bridge.channel(room)).arg(envelope::catch_up(&bridge.node, seq).as_ref()).ignore();
+            seqs.push((room, seq));
         }
-        let mut i = 0;
-        while i < batch.len() {
-            match &batch[i] {
+        let mut rest = &batch[..];
+        while let Some(first) = rest.first() {
+            match first {
                 Outgoing::Message { room, .. } => {
                     let room = *room;
-                    let start = i;
-                    while i < batch.len() && matches!(&batch[i], Outgoing::Message { room: r, .. } if *r == room) {
-                        i += 1;
-                    }
-                    let run = batch[start..i].iter().filter_map(|o| match o {
+                    let len = rest
+                        .iter()
+                        .position(|o| !matches!(o, Outgoing::Message { room: r, .. } if *r == room))
+                        .unwrap_or(rest.len());
+                    let run = rest[..len].iter().filter_map(|o| match o {
                         Outgoing::Message { seq, frame, .. } => Some((*seq, frame)),
                         Outgoing::Event { .. } => None,
                     });
-                    failed_msgs.extend(run.clone().map(|(seq, _)| (room, seq)));
-                    pipe.cmd("PUBLISH")
-                        .arg(bridge.channel(room))
-                        .arg(envelope::messages(&bridge.node, run).as_ref())
-                        .ignore();
+                    seqs.extend(run.clone().map(|(seq, _)| (room, seq)));
+                    let env = envelope::messages(&bridge.node, run);
+                    pipe.cmd("PUBLISH").arg(bridge.channel(room)).arg(env.as_ref()).ignore();
+                    rest = &rest[len..];
                 }
                 Outgoing::Event { room, except_user, frame } => {
-                    pipe.cmd("PUBLISH")
-                        .arg(bridge.channel(*room))
-                        .arg(envelope::event(&bridge.node, *except_user, frame).as_ref())
-                        .ignore();
-                    i += 1;
+                    let env = envelope::event(&bridge.node, *except_user, frame);
+                    pipe.cmd("PUBLISH").arg(bridge.channel(*room)).arg(env.as_ref()).ignore();
+                    events += 1;
+                    rest = &rest[1..];
                 }
             }
-            publishes += 1;
         }
-        let events = batch.len() as u64 + missed.len() as u64 - failed_msgs.len() as u64;
         batch.clear();
         let sent = match conn.as_mut() {
             Some(c) => matches!(tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(c)).await, Ok(Ok(()))),
             None => false,
         };
         if sent {
-            metrics::counter!("livechat_bus_bridge_published_total").increment(publishes);
+            metrics::counter!("livechat_bus_bridge_published_total").increment(pipe.cmd_iter().count() as u64);
             continue;
         }
         // Not published: the messages become catch-up hints for when Redis answers again.
         metrics::counter!("livechat_bus_bridge_publish_errors_total").increment(1);
         metrics::counter!("livechat_bus_bridge_dropped_total").increment(events);
-        for (room, seq) in failed_msgs {
+        for (room, seq) in seqs {
             bridge.miss(room, seq);
         }
         if conn.take().is_some() {
@@ -231,7 +224,8 @@ async fn subscriber(
     stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
-    let mut was_up = false;
+    // Warn once per outage (and once if Redis is unreachable from the start).
+    let mut warned = false;
     loop {
         let session = async {
             let pubsub = link.pubsub().await?;
@@ -278,11 +272,16 @@ async fn subscriber(
             _ = stop.cancelled() => Ok(()),
         };
         let Err(BridgeDown(why)) = result else { return };
-        if bridge.connected.swap(false, Ordering::Relaxed) || !was_up {
-            metrics::gauge!("livechat_bus_bridge_connected").set(0.0);
+        if bridge.connected.swap(false, Ordering::Relaxed) {
+            // A new outage: warn again, retry fast first.
+            warned = false;
+            backoff = Duration::from_millis(100);
+        }
+        metrics::gauge!("livechat_bus_bridge_connected").set(0.0);
+        if !warned {
+            warned = true;
             tracing::warn!(reason = why, "Redis bridge down; delivering node-locally until Redis returns.");
         }
-        was_up = true;
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.cancelled() => return,
