@@ -355,13 +355,16 @@ async fn typing_and_receipts_cross_nodes() {
     bob_ws.send_json(json!({ "type": "status_update", "message_id": m1_id, "read": true })).await;
     let want = json!({ "type": "status_update", "message_id": m1_id, "room_id": room, "user_id": bob,
                        "delivered": true, "read": true });
+    let bobs_receipt = |v: &Value| v["type"] == "status_update" && v["user_id"] == json!(bob);
+    for (who, ws) in [("ann@n1", &mut ann_ws), ("cat@n1", &mut cat_ws)] {
+        let (_, su) = read_until(ws, &format!("bob's receipt for {who}"), bobs_receipt).await;
+        assert_fields(&su, &want);
+    }
+    // (A receipt is not ordered with later messages; a sentinel sent after it arrived is.)
     let (s3, _) = send_collect(&mut bob_ws, room, "after bob's receipt").await;
     for (who, ws) in [("ann@n1", &mut ann_ws), ("cat@n1", &mut cat_ws)] {
         let before = events_before_message(ws, &s3["id"]).await;
-        let su: Vec<&Value> =
-            before.iter().filter(|v| v["type"] == "status_update" && v["user_id"] == json!(bob)).collect();
-        assert_eq!(su.len(), 1, "{who} gets bob's receipt exactly once: {before:?}");
-        assert_fields(su[0], &want);
+        assert!(!before.iter().any(bobs_receipt), "{who} got bob's receipt twice: {before:?}");
     }
 
     // status_update n1 -> n2: ann got bob's m2.
@@ -410,10 +413,14 @@ async fn presence_is_cluster_wide() {
     // Fresh database: room 1 holds exactly these three users (well under max_room_members).
     let (ann, ta) = n1.create_user("ann").await;
     let (_, tb) = n1.create_user("bob").await;
-    let (_, tc) = n1.create_user("cat").await;
-    // Watchers: bob on n2, cat on n1. A message each way first: room 1 is live on both nodes.
+    let (cat, tc) = n1.create_user("cat").await;
+    // Watchers: bob on n2, then cat on n1. cat's online event is the first thing n1 ever
+    // publishes (a node's first events must not be lost either): bob gets it on n2.
     let mut bob_ws = n2.ws_ready(&tb).await;
     let mut cat_ws = n1.ws_ready(&tc).await;
+    let (_, p) = read_until(&mut bob_ws, "cat online (n1's first event) for bob@n2", |v| is_presence_of(v, cat)).await;
+    assert_fields(&p, &json!({ "type": "presence", "room_id": 1, "user_id": cat, "online": true }));
+    // A message each way: room 1 is live on both nodes.
     let m = cat_ws.send_and_echo(1, "link n1 -> n2").await;
     events_before_message(&mut bob_ws, &m["id"]).await;
     let m = bob_ws.send_and_echo(1, "link n2 -> n1").await;
@@ -505,6 +512,40 @@ async fn members_online_is_cluster_wide() {
         )
         .await;
     }
+}
+
+/// A node killed with SIGKILL never says goodbye: its entry in the cluster's node list expires
+/// after `cluster.node_ttl_ms`, and a live node announces its users offline (those connected
+/// nowhere else) and stops counting them online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_node_users_go_offline_cluster_wide() {
+    let fast = [("LIVECHAT_CLUSTER__HEARTBEAT_MS", "200"), ("LIVECHAT_CLUSTER__NODE_TTL_MS", "1000")];
+    let mut c = cluster_with(2, &redis_url(), &fast).await;
+    let (ann, ta) = c[0].create_user("ann").await;
+    let (bob, tb) = c[0].create_user("bob").await;
+    let (cat, tc) = c[0].create_user("cat").await;
+    let mut bob_ws = c[0].ws_ready(&tb).await;
+    // ann only on n2; cat on both nodes.
+    let _ann_ws = c[1].ws_ready(&ta).await;
+    let (_, p) = read_until(&mut bob_ws, "ann online", |v| is_presence_of(v, ann)).await;
+    assert_eq!(p["online"], json!(true));
+    let _cat_n1 = c[0].ws_ready(&tc).await;
+    let _cat_n2 = c[1].ws_ready(&tc).await;
+    assert!(online_on(&c[0], &tb, 1, ann).await, "ann@n2 is online as seen from n1");
+
+    c[1].sigkill();
+    c[1].wait_exit(Duration::from_secs(10)).await;
+
+    // Within the TTL plus a heartbeat: offline for ann, nothing for cat (still on n1).
+    let (before, p) = read_until(&mut bob_ws, "ann offline after n2 was killed", |v| is_presence_of(v, ann)).await;
+    assert_eq!(p["online"], json!(false), "{p}");
+    let cat_offline = |v: &Value| is_presence_of(v, cat) && v["online"] == json!(false);
+    assert!(!before.iter().any(cat_offline), "cat is still connected to n1: {before:?}");
+    assert!(!online_on(&c[0], &tb, 1, ann).await, "ann is connected nowhere");
+    assert!(online_on(&c[0], &tb, 1, cat).await, "cat is still connected to n1");
+    assert!(online_on(&c[0], &tb, 1, bob).await);
+    let (_, before) = send_collect(&mut bob_ws, 1, "sentinel").await;
+    assert!(!before.iter().any(|v| is_presence_of(v, ann) || cat_offline(v)), "{before:?}");
 }
 
 // --- 4. notifications --------------------------------------------------------------------------

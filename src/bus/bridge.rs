@@ -191,6 +191,9 @@ async fn publisher(
             }
         }
         batch.clear();
+        if conn.is_none() {
+            conn = tokio::time::timeout(CALL_TIMEOUT, link.dedicated()).await.ok().and_then(Result::ok);
+        }
         let sent = match conn.as_mut() {
             Some(c) => matches!(tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(c)).await, Ok(Ok(()))),
             None => false,
@@ -207,9 +210,6 @@ async fn publisher(
         }
         if conn.take().is_some() {
             tracing::warn!("Redis publish failed; delivering node-locally until Redis answers.");
-        }
-        if let Ok(Ok(c)) = tokio::time::timeout(CALL_TIMEOUT, link.dedicated()).await {
-            conn = Some(c);
         }
     }
 }
