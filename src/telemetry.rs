@@ -152,7 +152,7 @@ fn describe() {
     );
     describe_counter!(
         "livechat_bus_bridge_catchups_total",
-        "Room catch-ups from PostgreSQL after envelopes could not cross between nodes."
+        "Room catch-ups from PostgreSQL (after a room's SUBSCRIBE, a Redis reconnect, or a catch-up hint)."
     );
     describe_counter!("livechat_presence_redis_errors_total", "Cluster presence calls to Redis that failed.");
     describe_counter!("livechat_presence_nodes_reaped_total", "Expired cluster nodes removed from the presence keys.");

@@ -365,6 +365,11 @@ async fn readyz_turns_503_on_sigterm_before_sockets_close() {
     assert!(closed_after >= Duration::from_millis(2500), "sockets closed {closed_after:?} after SIGTERM");
     let st = s.wait_exit(Duration::from_secs(10)).await;
     assert!(st.success(), "{st:?}");
+    // The exit can overtake the task that drains the server's stderr: wait for its last line.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.stderr().contains("Stopped.") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let log = s.stderr();
     let (drain, stopped) = (log.find("Draining."), log.find("Stopped."));
     assert!(drain.is_some() && drain < stopped, "log order:\n{log}");

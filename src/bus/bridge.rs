@@ -251,7 +251,15 @@ async fn subscriber(
             loop {
                 tokio::select! {
                     cmd = cmds.recv() => match cmd {
-                        Some(SubCmd::Subscribe(room)) => call(sink.subscribe(bridge.channel(room))).await?,
+                        Some(SubCmd::Subscribe(room)) => {
+                            call(sink.subscribe(bridge.channel(room))).await?;
+                            // A message another node committed between the subscriber's
+                            // membership look-up (the room's baseline) and this SUBSCRIBE came
+                            // to no one here; no later message may come to reveal the gap.
+                            if let Some(b) = bus.upgrade() {
+                                b.catch_up(room, None);
+                            }
+                        }
                         Some(SubCmd::Unsubscribe(room)) => call(sink.unsubscribe(bridge.channel(room))).await?,
                         None => return Ok(()),
                     },

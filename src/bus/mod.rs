@@ -297,6 +297,11 @@ impl Bus {
         let mut rooms = self.shard(room).lock();
         if let Some(st) = rooms.get_mut(&room) {
             st.filling = false;
+            // Work that arrived after the last look (it saw `filling` and left it to us).
+            if !st.pending.is_empty() || st.want > st.last_seq {
+                self.start_fill(rooms, room);
+                return;
+            }
         }
         self.release(&mut rooms, room);
     }

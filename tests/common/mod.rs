@@ -312,17 +312,13 @@ impl TestServer {
                 // stdout closed before the line: the process exited (or closed stdout).
                 let status = timeout(Duration::from_secs(5), child.wait()).await;
                 let _ = timeout(Duration::from_secs(2), stderr_task).await;
-                panic!(
-                    "livechat serve exited before listening ({:?}); stderr:\n{}",
-                    status,
-                    self.stderr.lock().unwrap()
-                );
+                panic!("livechat serve exited before listening ({:?}); stderr:\n{}", status, self.stderr());
             }
             Err(_) => {
                 let _ = child.start_kill();
                 panic!(
                     "livechat serve did not print `listening on` within {START_TIMEOUT:?}; stderr:\n{}",
-                    self.stderr.lock().unwrap()
+                    self.stderr()
                 );
             }
         };
@@ -332,7 +328,9 @@ impl TestServer {
 
     /// The server's stderr so far (tail).
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        // A test that panicked while holding the lock must not turn every later read (and
+        // Drop) into a second panic that aborts the whole test binary.
+        self.stderr.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     pub fn pid(&self) -> i32 {
