@@ -143,6 +143,10 @@ fn describe() {
     describe_counter!("livechat_bus_fanout_total", "Frames queued to subscriber outboxes.");
     describe_counter!("livechat_bus_gap_fills_total", "Room sequence gaps filled from PostgreSQL.");
     describe_gauge!("livechat_bus_bridge_connected", "1 while the Redis pub/sub bridge to the other nodes is up.");
+    describe_counter!(
+        "livechat_bus_bridge_connects_total",
+        "Connections of the Redis pub/sub bridge (1 + reconnects)."
+    );
     describe_counter!("livechat_bus_bridge_published_total", "Envelopes published to the other nodes over Redis.");
     describe_counter!("livechat_bus_bridge_received_total", "Envelopes received from the other nodes over Redis.");
     describe_counter!("livechat_bus_bridge_publish_errors_total", "Pipelined Redis publishes that failed.");

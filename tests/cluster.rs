@@ -808,6 +808,29 @@ async fn redis_outage_degrades_and_heals() {
     assert!(extra.iter().all(|v| v["type"] != "message"), "bob@n2: duplicates: {extra:?}");
 }
 
+/// The subscriber connection is pinged every 5 s (a half-open socket never ends its stream):
+/// the answer must keep it up, not tear it down and reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_stays_connected_across_pings() {
+    let c = cluster(2, &redis_url()).await;
+    let n1 = &c[0];
+    eventually("the bridge connects", HEAL_TIMEOUT, move || async move {
+        scrape(n1, "livechat_bus_bridge_connected").await == Some(1.0)
+    })
+    .await;
+    // Past the first two pings.
+    stays("the bridge stays connected, without reconnecting", Duration::from_secs(11), move || async move {
+        scrape(n1, "livechat_bus_bridge_connects_total").await == Some(1.0)
+    })
+    .await;
+    let (_, ta) = n1.create_user("ann").await;
+    let (_, tb) = n1.create_user("bob").await;
+    let mut ann_ws = n1.ws_ready(&ta).await;
+    let mut bob_ws = c[1].ws_ready(&tb).await;
+    let m = ann_ws.send_and_echo(1, "still bridged").await;
+    assert_eq!(bob_ws.recv_type("message").await["id"], m["id"]);
+}
+
 // --- 6. server.reuse_port ----------------------------------------------------------------------
 
 async fn healthz_on(addr: SocketAddr) -> u16 {

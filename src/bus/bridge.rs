@@ -240,6 +240,7 @@ async fn subscriber(
             }
             bridge.connected.store(true, Ordering::Relaxed);
             metrics::gauge!("livechat_bus_bridge_connected").set(1.0);
+            metrics::counter!("livechat_bus_bridge_connects_total").increment(1);
             tracing::info!(rooms = rooms.len(), "Redis bridge connected.");
             // Whatever other nodes published while we were not subscribed.
             for room in rooms {
@@ -268,9 +269,9 @@ async fn subscriber(
                             let Some(b) = bus.upgrade() else { return Ok(()) };
                             receive(&bridge, &b, &msg);
                         }
-                        None => return Err(BridgeDown("connection closed")),
+                        None => return Err(BridgeDown("connection closed".into())),
                     },
-                    _ = ping.tick() => call(sink.ping::<String>()).await.map(|_| ())?,
+                    _ = ping.tick() => call(sink.ping::<redis::Value>()).await.map(|_| ())?,
                     _ = stop.cancelled() => return Ok(()),
                 }
             }
@@ -288,7 +289,7 @@ async fn subscriber(
         metrics::gauge!("livechat_bus_bridge_connected").set(0.0);
         if !warned {
             warned = true;
-            tracing::warn!(reason = why, "Redis bridge down; delivering node-locally until Redis returns.");
+            tracing::warn!(reason = %why, "Redis bridge down; delivering node-locally until Redis returns.");
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
@@ -299,19 +300,19 @@ async fn subscriber(
 }
 
 /// The subscriber connection failed.
-struct BridgeDown(&'static str);
+struct BridgeDown(String);
 
 impl From<crate::redis_link::RedisDown> for BridgeDown {
-    fn from(_: crate::redis_link::RedisDown) -> Self {
-        BridgeDown("cannot connect")
+    fn from(e: crate::redis_link::RedisDown) -> Self {
+        BridgeDown(e.to_string())
     }
 }
 
 async fn call<T>(f: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, BridgeDown> {
     match tokio::time::timeout(CALL_TIMEOUT, f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(_)) => Err(BridgeDown("command failed")),
-        Err(_) => Err(BridgeDown("command timed out")),
+        Ok(Err(e)) => Err(BridgeDown(format!("command failed: {e}"))),
+        Err(_) => Err(BridgeDown("command timed out".into())),
     }
 }
 
