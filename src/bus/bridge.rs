@@ -68,6 +68,7 @@ pub struct Bridge {
     subs: mpsc::UnboundedSender<SubCmd>,
     /// Rooms whose committed messages could not be published → highest such seq.
     missed: Mutex<HashMap<i64, i64>>,
+    /// Whether the subscriber connection is up (a drop starts a new outage's warning).
     connected: AtomicBool,
 }
 
@@ -93,11 +94,6 @@ impl Bridge {
 
     fn channel(&self, room: i64) -> String {
         format!("{}{room}", self.channel_prefix)
-    }
-
-    /// Whether the subscriber connection is up (remote events are arriving).
-    pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
     }
 
     pub(super) fn subscribe(&self, room: i64) {
