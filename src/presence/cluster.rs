@@ -92,6 +92,9 @@ pub struct ClusterPresence {
     tx: mpsc::UnboundedSender<Change>,
     /// Whether the last Redis call worked (else answers are node-local).
     up: AtomicBool,
+    /// [`CHANGE_LUA`] and [`LOOKUP_LUA`], hashed once.
+    change_script: redis::Script,
+    lookup_script: redis::Script,
 }
 
 impl ClusterPresence {
@@ -103,7 +106,16 @@ impl ClusterPresence {
         node_ttl: Duration,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Change>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let me = Self { link, node, prefix: format!("{prefix}:presence"), node_ttl, tx, up: AtomicBool::new(false) };
+        let me = Self {
+            link,
+            node,
+            prefix: format!("{prefix}:presence"),
+            node_ttl,
+            tx,
+            up: AtomicBool::new(false),
+            change_script: redis::Script::new(CHANGE_LUA),
+            lookup_script: redis::Script::new(LOOKUP_LUA),
+        };
         (Arc::new(me), rx)
     }
 
@@ -150,10 +162,9 @@ impl ClusterPresence {
     /// here); `None` when Redis cannot answer.
     pub async fn online_elsewhere(&self, users: &[i64]) -> Option<HashSet<i64>> {
         let mut conn = self.conn().await?;
-        let script = redis::Script::new(LOOKUP_LUA);
         let mut online = HashSet::new();
         for chunk in users.chunks(LOOKUP_CHUNK) {
-            let mut inv = script.prepare_invoke();
+            let mut inv = self.lookup_script.prepare_invoke();
             for &u in chunk {
                 inv.key(self.user_key(u));
             }
@@ -226,7 +237,6 @@ async fn apply(cp: &ClusterPresence, app: &App, changes: Vec<Change>) {
     }
     let others: Option<Vec<i64>> = async {
         let mut conn = cp.conn().await?;
-        let script = redis::Script::new(CHANGE_LUA);
         let mut pipe = redis::pipe();
         // Loaded in the same pipeline, so EVALSHA never meets NOSCRIPT (a restarted Redis).
         pipe.cmd("SCRIPT").arg("LOAD").arg(CHANGE_LUA).ignore();
@@ -238,7 +248,7 @@ async fn apply(cp: &ClusterPresence, app: &App, changes: Vec<Change>) {
                 Change::Leave(_) => continue,
             };
             pipe.cmd("EVALSHA")
-                .arg(script.get_hash())
+                .arg(cp.change_script.get_hash())
                 .arg(3)
                 .arg(cp.user_key(user))
                 .arg(cp.node_key(&cp.node))
@@ -343,10 +353,9 @@ async fn reap(cp: &ClusterPresence, app: &App, conn: &mut ConnectionManager) {
         }
         let node_key = cp.node_key(&node);
         let users: Vec<i64> = redis::cmd("SMEMBERS").arg(&node_key).query_async(conn).await.unwrap_or_default();
-        let script = redis::Script::new(CHANGE_LUA);
         let mut gone = Vec::new();
         for &u in &users {
-            let mut inv = script.prepare_invoke();
+            let mut inv = cp.change_script.prepare_invoke();
             inv.key(cp.user_key(u)).key(&node_key).key(cp.nodes_key()).arg(&node).arg(u).arg(now).arg(0);
             if let Ok(0) = inv.invoke_async::<i64>(conn).await {
                 if !app.registry.is_online(u) {
