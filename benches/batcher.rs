@@ -5,14 +5,18 @@
 //! database `livechat_bench_<pid>` is created, migrated, used and dropped. Without a URL the
 //! bench says so and measures nothing.
 
+// criterion's macros generate undocumented public items.
+#![allow(missing_docs)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use livechat::bus::{Bus, Subscriber};
-use livechat::store::batcher::{self, Reply, Write};
+use livechat::chat::{Ack, Publisher};
+use livechat::conn::ConnState;
+use livechat::store::group_commit::{self, Settings, Write};
 use livechat::store::{migrate, Store};
-use livechat::ws::writer::ConnShared;
 use tokio_util::sync::CancellationToken;
 
 fn admin_url() -> Option<String> {
@@ -58,12 +62,18 @@ fn bench(c: &mut Criterion) {
             b.to_async(&rt).iter_custom(|iters| {
                 let store = store.clone();
                 async move {
-                    let bus = Bus::new(store.clone());
-                    let conn = Arc::new(ConnShared::new(usize::MAX));
+                    let bus = Bus::new(Arc::new(store.clone()), None);
+                    let conn = Arc::new(ConnState::new(usize::MAX));
                     bus.subscribe(room, Subscriber { conn_id: 1, user_id: 0, conn: conn.clone() }, None);
                     let notify = Arc::new(tokio::sync::Notify::new());
-                    let (writer, tasks) =
-                        batcher::new(store, bus, 1, 100_000, batch_max, Duration::from_secs(30), false, notify);
+                    let settings = Settings {
+                        writers: 1,
+                        queue_max: 100_000,
+                        batch_max,
+                        timeout: Duration::from_secs(30),
+                        outbox: false,
+                    };
+                    let (writer, tasks) = group_commit::new(store, Publisher::new(bus), &settings, notify);
                     let drain = CancellationToken::new();
                     let handles: Vec<_> = tasks.into_iter().map(|t| tokio::spawn(t.run(drain.clone()))).collect();
                     let mut total = Duration::ZERO;
@@ -77,7 +87,7 @@ fn bench(c: &mut Criterion) {
                                 client_msg_id: None,
                             };
                             // A full queue answers at once; wait for room like a client would.
-                            while writer.submit(write(), Reply { conn: conn.clone(), reference: None }).is_err() {
+                            while writer.submit(write(), Ack { conn: conn.clone(), reference: None }).is_err() {
                                 tokio::task::yield_now().await;
                             }
                         }

@@ -1,18 +1,23 @@
 //! Hot-path micro-benchmarks: event decode/encode and bus fan-out.
 //! Run: `cargo bench --bench protocol` (HTML reports in target/criterion).
 
+// criterion's macros generate undocumented public items.
+#![allow(missing_docs)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use livechat::bus::{Bus, Subscriber};
+use livechat::conn::ConnState;
+use livechat::model::Message;
 use livechat::store::Store;
-use livechat::ws::protocol::{self, DecodeLimits, MessageEvent};
-use livechat::ws::writer::ConnShared;
+use livechat::wire::server::message_frame;
+use livechat::wire::{decode, DecodeLimits};
 
-fn sample() -> MessageEvent {
-    MessageEvent {
+fn sample() -> Message {
+    Message {
         id: 123_456,
         room_id: 42,
         seq: 9_876,
@@ -27,10 +32,10 @@ fn codec(c: &mut Criterion) {
     let mut g = c.benchmark_group("protocol");
     g.throughput(Throughput::Elements(1));
     let text = br#"{"type":"message","room_id":42,"content":"hello there, this is a fairly typical chat message","client_msg_id":"0b8f5c1e-6a2d-4c1a-9f7e-2d3c4b5a6978"}"#;
-    let limits = DecodeLimits { content_max_chars: 4096 };
-    g.bench_function("decode_message", |b| b.iter(|| protocol::decode(std::hint::black_box(text), 77, limits)));
+    let limits = DecodeLimits { content_max_chars: 4096, sync_max_rooms: 500 };
+    g.bench_function("decode_message", |b| b.iter(|| decode(std::hint::black_box(text), 77, limits)));
     let m = sample();
-    g.bench_function("encode_message_frame", |b| b.iter(|| protocol::message_frame(std::hint::black_box(&m))));
+    g.bench_function("encode_message_frame", |b| b.iter(|| message_frame(std::hint::black_box(&m))));
     g.finish();
 }
 
@@ -41,12 +46,12 @@ fn fanout(c: &mut Criterion) {
     let store = Store::new("postgres://bench@127.0.0.1:1/bench", 2, Duration::from_millis(100)).expect("store");
     let mut g = c.benchmark_group("bus_fanout");
     for subs in [1usize, 100, 10_000] {
-        let bus = Bus::new(store.clone());
-        let conns: Vec<Arc<ConnShared>> = (0..subs).map(|_| Arc::new(ConnShared::new(1 << 20))).collect();
+        let bus = Bus::new(Arc::new(store.clone()), None);
+        let conns: Vec<Arc<ConnState>> = (0..subs).map(|_| Arc::new(ConnState::new(1 << 20))).collect();
         for (i, conn) in conns.iter().enumerate() {
             bus.subscribe(1, Subscriber { conn_id: i as u64, user_id: i as i64, conn: conn.clone() }, None);
         }
-        let frame = protocol::message_frame(&sample());
+        let frame = message_frame(&sample());
         let mut seq = 0i64;
         g.throughput(Throughput::Elements(subs as u64));
         g.bench_with_input(BenchmarkId::new("publish_message", subs), &subs, |b, _| {

@@ -1,11 +1,10 @@
 //! Client tokens (JWT, HS256) and the admin bearer token.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::util::clock::now_secs;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -33,9 +32,15 @@ pub struct Auth {
     leeway: u64,
 }
 
-/// Seconds since the Unix epoch.
-pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+/// Longest token lifetime livechat issues (a year), from the admin API and the CLI alike.
+pub const MAX_TTL_SECS: u64 = 365 * 24 * 3600;
+
+/// A token lifetime must be from 1 s to [`MAX_TTL_SECS`].
+pub fn check_ttl(ttl_secs: u64) -> Result<(), ApiError> {
+    if ttl_secs == 0 || ttl_secs > MAX_TTL_SECS {
+        return Err(ApiError::bad_request(format!("ttl_secs must be from 1 to {MAX_TTL_SECS}")));
+    }
+    Ok(())
 }
 
 impl Auth {
@@ -75,6 +80,7 @@ impl Auth {
 
     /// Signs a token for `user_id` valid for `ttl_secs`; returns it with its `exp`.
     pub fn issue(&self, user_id: i64, ttl_secs: u64) -> Result<(String, u64), ApiError> {
+        check_ttl(ttl_secs)?;
         let now = now_secs();
         let exp = now.saturating_add(ttl_secs);
         let claims = Claims { sub: user_id.to_string(), exp, iat: Some(now) };
@@ -95,6 +101,15 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_lifetimes_are_bounded() {
+        let auth = Auth::new("s", "a", 0);
+        assert!(auth.issue(7, 0).is_err());
+        assert!(auth.issue(7, MAX_TTL_SECS + 1).is_err());
+        assert!(auth.issue(7, u64::MAX).is_err(), "no overflow, a clear error");
+        assert!(auth.issue(7, MAX_TTL_SECS).is_ok());
+    }
 
     #[test]
     fn round_trip_and_rejects() {

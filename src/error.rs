@@ -49,7 +49,7 @@ impl From<bb8::RunError<tokio_postgres::Error>> for StoreError {
     }
 }
 
-/// Error codes of SPEC §5, shared by the WebSocket `error` event and REST error bodies.
+/// The error codes of the event format (README), shared by the WebSocket `error` event and REST error bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     /// Malformed JSON, unknown type, missing or wrong-typed field.

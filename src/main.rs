@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use livechat::config::Config;
 
-// jemalloc: smaller and flatter RSS per idle connection than the system allocator (DESIGN.md).
+// jemalloc: smaller and flatter RSS per idle connection than the system allocator (BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -76,7 +76,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn load(config: Option<&std::path::Path>) -> anyhow::Result<Config> {
     let cfg = Config::load(config)?;
-    livechat::telemetry::init_tracing(&cfg.log.level, &cfg.log.format).map_err(anyhow::Error::msg)?;
+    livechat::cmd::logging::init_tracing(&cfg.log.level, &cfg.log.format).map_err(anyhow::Error::msg)?;
     Ok(cfg)
 }
 
@@ -84,11 +84,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, dev } => {
             let cfg = load(config.as_deref())?;
-            runtime()?.block_on(livechat::server::serve(cfg, dev))?;
+            runtime()?.block_on(livechat::cmd::serve::serve(cfg, dev))?;
         }
         Command::Worker { config } => {
             let cfg = load(config.as_deref())?;
-            runtime()?.block_on(livechat::notify::run_worker(cfg))?;
+            runtime()?.block_on(livechat::cmd::worker::run_worker(cfg))?;
         }
         Command::Migrate { config } => {
             let cfg = load(config.as_deref())?;

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::telemetry::names;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Mutex;
 
@@ -89,7 +90,7 @@ impl RedisLink {
             redis::cmd("PING").query_async::<String>(&mut c).await.ok()
         };
         let up = matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Some(_)));
-        metrics::gauge!("livechat_redis_up").set(if up { 1.0 } else { 0.0 });
+        metrics::gauge!(names::REDIS_UP).set(if up { 1.0 } else { 0.0 });
         up
     }
 }

@@ -61,8 +61,8 @@ async fn autobahn_fuzzingclient_all_cases_pass() {
     let out = match tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output()).await {
         Ok(out) => out.expect("wait for scripts/autobahn.sh"),
         Err(_) => {
-            // SAFETY: plain kill(2) on the process group this test created.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            // The whole process group this test created.
+            common::send_signal(-pid, "KILL");
             panic!("scripts/autobahn.sh did not finish within {RUN_TIMEOUT:?} (killed)");
         }
     };

@@ -1,4 +1,4 @@
-//! CLI subcommands and start-up behaviour (SPEC §1): `token`, `migrate`, `serve` failures
+//! CLI subcommands and start-up behaviour: `token`, `migrate`, `serve` failures
 //! (non-zero exit, one clear stderr line, never a panic), `/healthz`, `/readyz`.
 
 mod common;

@@ -1,5 +1,5 @@
-//! Cluster (SPEC §9, with §5 and §6.2, §6.6): several `livechat serve` processes on one
-//! PostgreSQL database and one Redis. Cross-node delivery of every room event, ordering under
+//! Cluster (README.md, "Cluster"): several `livechat serve` processes on one PostgreSQL
+//! database and one Redis. Cross-node delivery of every room event, ordering under
 //! concurrent senders on different nodes, cluster-wide presence and online state,
 //! notifications that respect presence on other nodes, degrading to node-local delivery when
 //! Redis is lost and healing (with catch-up from PostgreSQL) when it returns, `server.reuse_port`,
@@ -12,36 +12,15 @@
 mod common;
 
 use std::collections::HashSet;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-const FAST: &[(&str, &str)] =
-    &[("LIVECHAT_LIMITS__MESSAGES_PER_SEC", "10000"), ("LIVECHAT_LIMITS__MESSAGES_BURST", "10000")];
 
 /// How long a node may take to notice that Redis is gone or back.
 const HEAL_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn redis_url() -> String {
-    std::env::var("LIVECHAT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:56380".into())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 // --- a cluster ---------------------------------------------------------------------------------
 
@@ -106,14 +85,6 @@ async fn cluster_with(n: usize, redis: &str, extra: &[(&str, &str)]) -> Cluster 
 
 // --- helpers -----------------------------------------------------------------------------------
 
-/// Every field of `expected` is present in `v` with that value.
-#[track_caller]
-fn assert_fields(v: &Value, expected: &Value) {
-    for (k, want) in expected.as_object().unwrap() {
-        assert_eq!(&v[k], want, "field {k} of {v}");
-    }
-}
-
 fn is_presence_of(v: &Value, user: i64) -> bool {
     v["type"] == "presence" && v["user_id"] == json!(user)
 }
@@ -169,52 +140,17 @@ async fn online_on(node: &TestServer, token: &str, room: i64, user: i64) -> bool
     m["online"].as_bool().unwrap_or_else(|| panic!("online must be a boolean: {m}"))
 }
 
-/// The value of a metric (unlabelled, or the first series of a labelled one).
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let rest = l.strip_prefix(name)?;
-        let rest = if rest.starts_with('{') { &rest[rest.find('}')? + 1..] } else { rest };
-        rest.strip_prefix(' ')?.split_whitespace().next()?.parse().ok()
-    })
-}
-
 async fn scrape(node: &TestServer, name: &str) -> Option<f64> {
     let r = node.get_anon("/metrics").await;
     assert_eq!(r.status, 200, "/metrics: {r:?}");
     metric(&r.text, name)
 }
 
-/// Polls `check` every 50 ms until it holds, for at most `t` (for state no event announces).
-async fn eventually<F, Fut>(what: &str, t: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + t;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out after {t:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// `check` holds on every poll for `t` (a state that must not change, which no event announces).
-async fn stays<F, Fut>(what: &str, t: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + t;
-    while Instant::now() < deadline {
-        assert!(check().await, "{what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 // --- 1. messages -------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_node_messages_ordered_both_ways() {
-    let c = cluster_with(2, &redis_url(), FAST).await;
+    let c = cluster_with(2, &redis_url(), FAST_LIMITS).await;
     let (n1, n2) = (&c[0], &c[1]);
     let (_, ta) = n1.create_user("ann").await;
     let (bob, tb) = n1.create_user("bob").await;
@@ -550,79 +486,11 @@ async fn killed_node_users_go_offline_cluster_wide() {
 
 // --- 4. notifications --------------------------------------------------------------------------
 
-/// A local HTTP server recording the JSON body of every POST; answers 200.
-struct Hook {
-    addr: SocketAddr,
-    rx: mpsc::UnboundedReceiver<Value>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Hook {
-    async fn start() -> Hook {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind webhook receiver");
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let tx = tx.clone();
-                        async move {
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let _ = tx.send(serde_json::from_slice(&body).unwrap_or(Value::Null));
-                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
-                        }
-                    });
-                    let _ =
-                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-                });
-            }
-        });
-        Hook { addr, rx, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
-    }
-
-    async fn next(&mut self) -> Value {
-        bounded("a webhook call", self.rx.recv()).await.expect("receiver channel closed")
-    }
-
-    async fn next_within(&mut self, t: Duration) -> Option<Value> {
-        tokio::time::timeout(t, self.rx.recv()).await.ok().flatten()
-    }
-}
-
-impl Drop for Hook {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Removes the notification keys under `prefix` (best effort).
-async fn redis_cleanup(prefix: &str) {
-    let Ok(client) = redis::Client::open(redis_url()) else { return };
-    if let Ok(Ok(mut c)) = tokio::time::timeout(RECV_TIMEOUT, client.get_multiplexed_async_connection()).await {
-        let keys = [format!("{prefix}:jobs"), format!("{prefix}:retry"), format!("{prefix}:dead")];
-        let _ = redis::cmd("DEL").arg(&keys).query_async::<()>(&mut c).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_skip_users_online_on_another_node() {
-    let mut hook = Hook::start().await;
-    let (url, prefix) = (hook.url(), format!("livechat:test:{}", random_hex(6)));
-    let env = [
-        ("LIVECHAT_NOTIFY_WEBHOOK_URL", url.as_str()),
-        ("LIVECHAT_NOTIFY__KEY_PREFIX", prefix.as_str()),
-        ("LIVECHAT_NOTIFY__BACKOFF_BASE_MS", "50"),
-        ("LIVECHAT_NOTIFY__WEBHOOK_TIMEOUT_MS", "1000"),
-        ("LIVECHAT_NOTIFY__CLAIM_IDLE_MS", "1500"),
-    ];
-    let c = cluster_with(2, &redis_url(), &env).await;
+    let mut hook = WebhookReceiver::start().await;
+    let (url, prefix) = (hook.url(), notify_key_prefix());
+    let c = cluster_with(2, &redis_url(), &webhook_env(&url, &prefix)).await;
     let (n1, n2) = (&c[0], &c[1]);
     let (ann, ta) = n1.create_user("ann").await;
     let (bob, tb) = n1.create_user("bob").await;
@@ -638,7 +506,7 @@ async fn notifications_skip_users_online_on_another_node() {
     })
     .await;
     let m = ann_ws.send_and_echo(room, "hello carol").await;
-    let call = hook.next().await;
+    let call = hook.next().await.json;
     assert_fields(
         &call,
         &json!({ "user_id": carol, "room_id": room, "message_id": m["id"], "sender_id": ann,
@@ -647,7 +515,7 @@ async fn notifications_skip_users_online_on_another_node() {
     // No job for bob (online on n2), none for ann (the sender), no second copy of carol's from
     // the other node's workers.
     if let Some(extra) = hook.next_within(Duration::from_millis(1000)).await {
-        panic!("unexpected webhook (bob={bob} is online on n2, ann={ann} sent it): {extra}");
+        panic!("unexpected webhook (bob={bob} is online on n2, ann={ann} sent it): {}", extra.json);
     }
 
     // Once bob's last connection is gone, he is offline everywhere: the next message is for him too.
@@ -655,7 +523,7 @@ async fn notifications_skip_users_online_on_another_node() {
     eventually("n1 sees bob offline", RECV_TIMEOUT, move || async move { !online_on(n1, ta_ref, room, bob).await })
         .await;
     let m2 = ann_ws.send_and_echo(room, "now for both").await;
-    let calls = [hook.next().await, hook.next().await];
+    let calls = [hook.next().await.json, hook.next().await.json];
     let mut users: Vec<i64> = calls.iter().map(|v| v["user_id"].as_i64().unwrap()).collect();
     users.sort_unstable();
     let mut want = vec![bob, carol];
@@ -666,59 +534,12 @@ async fn notifications_skip_users_online_on_another_node() {
         assert_eq!(v["job_id"], json!(format!("{}-{}-webhook", m2["id"], v["user_id"])), "{v}");
     }
     if let Some(extra) = hook.next_within(Duration::from_millis(800)).await {
-        panic!("unexpected extra webhook: {extra}");
+        panic!("unexpected extra webhook: {}", extra.json);
     }
     redis_cleanup(&prefix).await;
 }
 
 // --- 5. losing Redis ---------------------------------------------------------------------------
-
-/// A private `redis-server` on a free loopback port (this test may kill and restart it; the
-/// shared test Redis is never touched). Killed on drop.
-struct PrivateRedis {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl PrivateRedis {
-    async fn start() -> PrivateRedis {
-        let mut r = PrivateRedis { child: None, port: free_port() };
-        r.spawn().await;
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts (or restarts) the server on the same port; returns once it accepts connections.
-    async fn spawn(&mut self) {
-        assert!(self.child.is_none(), "redis-server already running");
-        let port = self.port.to_string();
-        let args = ["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"];
-        let child = Command::new("redis-server")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn redis-server (is it installed? see scripts/services.sh)");
-        self.child = Some(child);
-        let deadline = Instant::now() + RECV_TIMEOUT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen on {} within {RECV_TIMEOUT:?}", self.port);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGKILL, and wait until it is gone.
-    async fn kill(&mut self) {
-        let mut child = self.child.take().expect("redis-server not running");
-        child.start_kill().expect("kill redis-server");
-        bounded("redis-server exit", child.wait()).await.expect("wait redis-server");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_degrades_and_heals() {

@@ -1,5 +1,6 @@
-//! Faults (SPEC §6.1, §6.2, §6.3, §6.5, §6.7): PostgreSQL outage and recovery, SIGKILL in the
-//! middle of a burst, graceful SIGTERM.
+//! Faults: PostgreSQL outage and recovery, SIGKILL in the middle of a burst, graceful SIGTERM.
+//! Through each, an acknowledged (echoed) message is stored exactly once, a room's seqs stay
+//! gapless, and the server recovers by itself.
 
 mod common;
 

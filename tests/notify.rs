@@ -1,5 +1,6 @@
-//! Notifications (SPEC §6.6, §8) against real parts: the `livechat` binary, PostgreSQL, Redis,
-//! a real HTTP receiver (hyper) and a real SMTP receiver (a minimal one written here).
+//! Notifications (README.md, "Notifications") against real parts: the `livechat` binary,
+//! PostgreSQL, Redis, a real HTTP receiver (hyper) and a real SMTP receiver (a minimal one
+//! written here).
 //!
 //! Each test gets its own Redis key prefix (`LIVECHAT_NOTIFY__KEY_PREFIX`) so tests sharing one
 //! Redis never see each other's jobs.
@@ -7,20 +8,13 @@
 mod common;
 
 use std::collections::HashSet;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::*;
 use hmac::{KeyInit, Mac};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -28,142 +22,8 @@ use tokio::sync::mpsc;
 
 const SECRET: &str = "hook-secret-for-tests";
 
-fn redis_url() -> String {
-    std::env::var("LIVECHAT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:56380".into())
-}
-
-fn prefix() -> String {
-    format!("livechat:test:{}", random_hex(6))
-}
-
-/// Removes a test's Redis keys (best effort).
-async fn redis_cleanup(prefix: &str) {
-    let Ok(client) = redis::Client::open(redis_url()) else { return };
-    if let Ok(Ok(mut c)) = tokio::time::timeout(RECV_TIMEOUT, client.get_multiplexed_async_connection()).await {
-        let keys = [format!("{prefix}:jobs"), format!("{prefix}:retry"), format!("{prefix}:dead")];
-        let _ = redis::cmd("DEL").arg(&keys).query_async::<()>(&mut c).await;
-    }
-}
-
-async fn redis_conn() -> redis::aio::MultiplexedConnection {
-    let client = redis::Client::open(redis_url()).expect("redis url");
-    bounded("redis connect", client.get_multiplexed_async_connection()).await.expect("redis connect")
-}
-
-/// The value of an unlabelled metric in a Prometheus exposition.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-/// Polls `check` every 50 ms until it holds, for at most `t` (for state no event announces,
-/// such as a row leaving a table).
-async fn eventually<F, Fut>(what: &str, t: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + t;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out after {t:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-// --- a real webhook receiver ------------------------------------------------------------------
-
-/// One request the receiver got.
-#[derive(Debug)]
-struct Call {
-    signature: Option<String>,
-    body: Bytes,
-    json: Value,
-    status: u16,
-}
-
-struct HookState {
-    tx: mpsc::UnboundedSender<Call>,
-    seen: AtomicUsize,
-    fail_first: AtomicUsize,
-    fail_all: AtomicBool,
-}
-
-/// A local HTTP server recording every POST; answers 500 while failing, else 200.
-struct Hook {
-    addr: SocketAddr,
-    rx: mpsc::UnboundedReceiver<Call>,
-    state: Arc<HookState>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Hook {
-    async fn start() -> Hook {
-        Self::start_on("127.0.0.1:0".parse().unwrap()).await
-    }
-
-    async fn start_on(addr: SocketAddr) -> Hook {
-        let listener = TcpListener::bind(addr).await.expect("bind webhook receiver");
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let state = Arc::new(HookState {
-            tx,
-            seen: AtomicUsize::new(0),
-            fail_first: AtomicUsize::new(0),
-            fail_all: AtomicBool::new(false),
-        });
-        let st = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let st = st.clone();
-                        async move {
-                            let signature = req
-                                .headers()
-                                .get("x-livechat-signature")
-                                .and_then(|v| v.to_str().ok())
-                                .map(String::from);
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let n = st.seen.fetch_add(1, Ordering::SeqCst);
-                            let fail = st.fail_all.load(Ordering::SeqCst) || n < st.fail_first.load(Ordering::SeqCst);
-                            let status = if fail { 500 } else { 200 };
-                            let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                            let _ = st.tx.send(Call { signature, body, json, status });
-                            let mut resp = Response::new(Full::new(Bytes::new()));
-                            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            Ok::<_, Infallible>(resp)
-                        }
-                    });
-                    let _ =
-                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-                });
-            }
-        });
-        Hook { addr, rx, state, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
-    }
-
-    async fn next(&mut self) -> Call {
-        bounded("a webhook call", self.rx.recv()).await.expect("receiver channel closed")
-    }
-
-    async fn next_within(&mut self, t: Duration) -> Option<Call> {
-        tokio::time::timeout(t, self.rx.recv()).await.ok().flatten()
-    }
-}
-
-impl Drop for Hook {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[track_caller]
-fn assert_signed(call: &Call) {
+fn assert_signed(call: &WebhookCall) {
     let sig = call.signature.as_deref().unwrap_or_else(|| panic!("no X-Livechat-Signature on {call:?}"));
     let hex_mac = sig.strip_prefix("sha256=").unwrap_or_else(|| panic!("signature {sig:?} lacks sha256="));
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
@@ -185,16 +45,11 @@ fn assert_webhook_body(v: &Value) {
     assert_rfc3339_utc(&v["created_at"]);
 }
 
+/// [`webhook_env`] on the shared Redis `redis`, with signed deliveries.
 fn hook_env<'a>(hook_url: &'a str, prefix: &'a str, redis: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("REDIS_URL", redis),
-        ("LIVECHAT_NOTIFY_WEBHOOK_URL", hook_url),
-        ("LIVECHAT_NOTIFY_WEBHOOK_SECRET", SECRET),
-        ("LIVECHAT_NOTIFY__KEY_PREFIX", prefix),
-        ("LIVECHAT_NOTIFY__BACKOFF_BASE_MS", "50"),
-        ("LIVECHAT_NOTIFY__WEBHOOK_TIMEOUT_MS", "1000"),
-        ("LIVECHAT_NOTIFY__CLAIM_IDLE_MS", "1500"),
-    ]
+    let mut env = vec![("REDIS_URL", redis), ("LIVECHAT_NOTIFY_WEBHOOK_SECRET", SECRET)];
+    env.extend(webhook_env(hook_url, prefix));
+    env
 }
 
 /// alice (sender), bob, carol in one room; returns ids, alice's token, bob's token, room.
@@ -210,8 +65,8 @@ async fn three_users(s: &TestServer) -> ((i64, i64, i64), String, String, i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_member_gets_exactly_one_signed_webhook_per_message() {
-    let mut hook = Hook::start().await;
-    let (p, r, url) = (prefix(), redis_url(), hook.url());
+    let mut hook = WebhookReceiver::start().await;
+    let (p, r, url) = (notify_key_prefix(), redis_url(), hook.url());
     let s = TestServer::start(&hook_env(&url, &p, &r)).await;
     let ((alice, bob, carol), at, bt, room) = three_users(&s).await;
     let mut wa = s.ws_ready(&at).await;
@@ -247,9 +102,9 @@ async fn offline_member_gets_exactly_one_signed_webhook_per_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_receiver_gets_retries_with_the_same_job_id() {
-    let mut hook = Hook::start().await;
-    hook.state.fail_first.store(2, Ordering::SeqCst);
-    let (p, r, url) = (prefix(), redis_url(), hook.url());
+    let mut hook = WebhookReceiver::start().await;
+    hook.fail_first(2);
+    let (p, r, url) = (notify_key_prefix(), redis_url(), hook.url());
     let s = TestServer::start(&hook_env(&url, &p, &r)).await;
     let (_, at, bt, room) = three_users(&s).await;
     let mut wa = s.ws_ready(&at).await;
@@ -275,9 +130,9 @@ async fn failing_receiver_gets_retries_with_the_same_job_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_past_max_attempts_is_dead_lettered_listed_and_requeued() {
-    let mut hook = Hook::start().await;
-    hook.state.fail_all.store(true, Ordering::SeqCst);
-    let (p, r, url) = (prefix(), redis_url(), hook.url());
+    let mut hook = WebhookReceiver::start().await;
+    hook.fail_all(true);
+    let (p, r, url) = (notify_key_prefix(), redis_url(), hook.url());
     let mut env = hook_env(&url, &p, &r);
     env.push(("LIVECHAT_NOTIFY__MAX_ATTEMPTS", "2"));
     let s = TestServer::start(&env).await;
@@ -314,7 +169,7 @@ async fn job_past_max_attempts_is_dead_lettered_listed_and_requeued() {
     s.get_json("/v1/admin/dead-letters?limit=0", &admin).await.assert_error(400, "bad_request");
     s.post_json("/v1/admin/dead-letters/requeue", &bt, json!({})).await.assert_error(403, "forbidden");
 
-    hook.state.fail_all.store(false, Ordering::SeqCst);
+    hook.fail_all(false);
     let r = s.admin_post("/v1/admin/dead-letters/requeue", json!({"job_ids": ["no-such-job"]})).await;
     assert_eq!((r.status, &r.body), (200, &json!({"requeued": 0})));
     let r = s.admin_post("/v1/admin/dead-letters/requeue", json!({"job_ids": [job_id]})).await;
@@ -343,7 +198,7 @@ async fn sigkill_with_pending_jobs_loses_none() {
         }
     });
     let url = format!("http://{addr}/hook");
-    let (p, r) = (prefix(), redis_url());
+    let (p, r) = (notify_key_prefix(), redis_url());
     let mut env = hook_env(&url, &p, &r);
     env.push(("LIVECHAT_NOTIFY__MAX_ATTEMPTS", "1000"));
     env.push(("LIVECHAT_NOTIFY__BACKOFF_BASE_MS", "100"));
@@ -383,7 +238,7 @@ async fn sigkill_with_pending_jobs_loses_none() {
     s.restart().await;
     hole_task.abort();
     let _ = hole_task.await;
-    let mut hook = Hook::start_on(addr).await;
+    let mut hook = WebhookReceiver::start_on(addr).await;
 
     let mut got = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -521,12 +376,7 @@ async fn email_arrives_at_the_smtp_receiver_with_the_preview() {
 async fn spawn_worker(env: &[(&str, &str)]) -> tokio::process::Child {
     let mut cmd = tokio::process::Command::new(bin_path());
     cmd.arg("worker");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("LIVECHAT_") || k == "DATABASE_URL" || k == "REDIS_URL" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env_remove("http_proxy").env_remove("HTTP_PROXY").env_remove("all_proxy");
+    scrub_env(&mut cmd);
     cmd.envs(env.iter().copied()).env("LIVECHAT_LOG", "warn");
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
     let mut child = cmd.spawn().expect("spawn livechat worker");
@@ -539,8 +389,8 @@ async fn spawn_worker(env: &[(&str, &str)]) -> tokio::process::Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separate_worker_process_delivers_when_serve_has_none() {
-    let mut hook = Hook::start().await;
-    let (p, r, url) = (prefix(), redis_url(), hook.url());
+    let mut hook = WebhookReceiver::start().await;
+    let (p, r, url) = (notify_key_prefix(), redis_url(), hook.url());
     let mut env = hook_env(&url, &p, &r);
     env.push(("LIVECHAT_NOTIFY__IN_PROCESS", "false"));
     let s = TestServer::start(&env).await;
@@ -551,10 +401,7 @@ async fn separate_worker_process_delivers_when_serve_has_none() {
     assert!(hook.next_within(Duration::from_millis(800)).await.is_none(), "serve must not deliver");
 
     let db_url = s.db_url.clone();
-    let metrics_addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
     let mut wenv = hook_env(&url, &p, &r);
     wenv.push(("DATABASE_URL", &db_url));
     wenv.push(("LIVECHAT_SERVER__METRICS_LISTEN", &metrics_addr));
@@ -575,7 +422,7 @@ async fn separate_worker_process_delivers_when_serve_has_none() {
     .await;
     // And it stops cleanly on SIGTERM.
     let pid = worker.id().unwrap() as i32;
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert!(send_signal(pid, "TERM"), "kill(SIGTERM) failed");
     let st = bounded("worker exit", worker.wait()).await.unwrap();
     assert!(st.success(), "{st:?}");
     redis_cleanup(&p).await;
@@ -600,8 +447,8 @@ async fn worker_throughput() {
     let jobs: usize = std::env::var("NOTIFY_BENCH_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let members = 200usize;
     let messages = jobs.div_ceil(members);
-    let mut hook = Hook::start().await;
-    let (p, r, url) = (prefix(), redis_url(), hook.url());
+    let mut hook = WebhookReceiver::start().await;
+    let (p, r, url) = (notify_key_prefix(), redis_url(), hook.url());
     let mut env = hook_env(&url, &p, &r);
     env.push(("LIVECHAT_NOTIFY__IN_PROCESS", "false"));
     env.push(("LIVECHAT_LIMITS__MESSAGES_PER_SEC", "100000"));
@@ -636,9 +483,9 @@ async fn worker_throughput() {
     let _worker = spawn_worker(&wenv).await;
     let mut n = 0;
     while n < total {
-        match tokio::time::timeout(Duration::from_secs(30), hook.rx.recv()).await {
-            Ok(Some(_)) => n += 1,
-            _ => panic!("stalled after {n} of {total} deliveries"),
+        match hook.next_within(Duration::from_secs(30)).await {
+            Some(_) => n += 1,
+            None => panic!("stalled after {n} of {total} deliveries"),
         }
     }
     let secs = started.elapsed().as_secs_f64();
@@ -673,7 +520,7 @@ fn job(n: i64) -> livechat::notify::Job {
 async fn redis_queue_trims_only_acknowledged_entries_and_refuses_above_cap() {
     use livechat::notify::queue::{Cursor, Outcome};
     use livechat::notify::{NotifyError, Queue};
-    let p = prefix();
+    let p = notify_key_prefix();
     let link = Arc::new(livechat::redis_link::RedisLink::new(&redis_url()).unwrap());
     let q = Queue::redis(link, &p, 5, 2, 10);
     let mut rc = redis_conn().await;

@@ -69,10 +69,6 @@ fn os(s: &str) -> &std::ffi::OsStr {
     s.as_ref()
 }
 
-fn redis_url() -> String {
-    std::env::var("LIVECHAT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:56380".into())
-}
-
 // --- 1. metrics ----------------------------------------------------------------------------
 
 /// The `# TYPE` of each metric family in an exposition.
@@ -195,48 +191,21 @@ struct Proc {
 
 impl Proc {
     async fn spawn(env: &[(&str, &str)]) -> Proc {
-        use tokio::io::{AsyncBufReadExt, BufReader};
         let mut cmd = Command::new(bin_path());
         cmd.arg("serve");
-        for (k, _) in std::env::vars() {
-            if k.starts_with("LIVECHAT_")
-                || ["DATABASE_URL", "REDIS_URL", "PORT", "NOTIFY_SOCKET"].contains(&k.as_str())
-            {
-                cmd.env_remove(k);
-            }
-        }
+        scrub_env(&mut cmd);
+        cmd.env_remove("PORT").env_remove("NOTIFY_SOCKET");
         cmd.envs(env.iter().copied());
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut child = cmd.spawn().expect("spawn livechat serve");
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let (buf, pipe) = (stderr.clone(), child.stderr.take().expect("stderr"));
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(pipe).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                let mut b = buf.lock().unwrap();
-                b.push_str(&l);
-                b.push('\n');
-            }
-        });
-        let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let addr = timeout(START_TIMEOUT, async {
-            while let Ok(Some(l)) = out.next_line().await {
-                if let Some(a) = l.strip_prefix("listening on ") {
-                    return Some(a.trim().to_string());
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten();
-        let Some(addr) = addr else {
+        drain_stderr(child.stderr.take().expect("stderr"), stderr.clone());
+        let listening = watch_listening(child.stdout.take().expect("stdout"));
+        let Ok(Ok(addr)) = timeout(START_TIMEOUT, listening).await else {
             let _ = child.start_kill();
             tokio::time::sleep(Duration::from_millis(200)).await;
             panic!("livechat serve did not start; stderr:\n{}", stderr.lock().unwrap());
         };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
         Proc { child, addr, stderr }
     }
 
@@ -244,9 +213,9 @@ impl Proc {
         self.stderr.lock().unwrap().clone()
     }
 
-    fn signal(&self, sig: i32) {
+    fn signal(&self, sig: &str) {
         let pid = self.child.id().expect("running") as i32;
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({sig})");
+        assert!(send_signal(pid, sig), "kill(SIG{sig})");
     }
 
     /// Waits until stderr contains `needle`.
@@ -257,10 +226,6 @@ impl Proc {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// The base env of a hand-started server on `db`.
@@ -311,7 +276,7 @@ async fn sighup_reloads_log_filter_and_limits() {
     assert_eq!(second.err().and_then(|e| e.status()), Some(429), "connections_per_user = 1 at start");
 
     write_conf("info", 3);
-    p.signal(libc::SIGHUP);
+    p.signal("HUP");
     // Logged at info: visible only because the new filter is in force.
     p.wait_log("Reloaded configuration.").await;
     let _second = WsClient::connect(&url).await.expect("second connection after the reload (limit 3)");
@@ -321,7 +286,7 @@ async fn sighup_reloads_log_filter_and_limits() {
 
     // A broken file is refused as a whole; the process keeps running with what it had.
     std::fs::write(&conf, "[limits]\nconnections_per_user = \"many\"\n").unwrap();
-    p.signal(libc::SIGHUP);
+    p.signal("HUP");
     p.wait_log("Reload refused").await;
     let r = http.get(format!("http://{}/healthz", p.addr)).send().await.expect("healthz");
     assert_eq!(r.status(), 200);
@@ -455,7 +420,7 @@ async fn sd_notify_ready_watchdog_reload_stopping() {
     let ping = recv("WATCHDOG").await;
     assert!(ping.contains("WATCHDOG=1"), "{ping:?}");
 
-    assert_eq!(unsafe { libc::kill(s.pid(), libc::SIGHUP) }, 0);
+    s.signal("HUP");
     let mut seen = Vec::new();
     while !seen.iter().any(|m: &String| m.contains("READY=1")) {
         seen.push(recv("RELOADING/READY").await);
@@ -562,17 +527,12 @@ impl Certs {
 
     /// Lets the `postgres` OS user (PostgreSQL refuses to run as root) read the server key.
     fn give_to_postgres(&self) {
-        if unsafe { libc::geteuid() } != 0 {
+        if !is_root() {
             return;
         }
-        let name = std::ffi::CString::new("postgres").unwrap();
-        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-        assert!(!pw.is_null(), "no postgres OS user");
-        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
         for p in [self.dir.path().to_path_buf(), self.dir.path().join("server.key"), self.dir.path().join("server.crt")]
         {
-            let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
-            assert_eq!(unsafe { libc::chown(c.as_ptr(), uid, gid) }, 0, "chown {}", p.display());
+            chown_to_postgres(&p);
         }
     }
 }
@@ -586,19 +546,21 @@ struct TlsRedis {
 impl TlsRedis {
     async fn start(certs: &Certs) -> TlsRedis {
         let port = free_port();
+        let (port_s, crt, key, ca) =
+            (port.to_string(), certs.path("server.crt"), certs.path("server.key"), certs.path("ca.crt"));
         let args = [
             "--port",
             "0",
             "--tls-port",
-            &port.to_string(),
+            &port_s,
             "--bind",
             "127.0.0.1",
             "--tls-cert-file",
-            &certs.path("server.crt"),
+            &crt,
             "--tls-key-file",
-            &certs.path("server.key"),
+            &key,
             "--tls-ca-cert-file",
-            &certs.path("ca.crt"),
+            &ca,
             "--tls-auth-clients",
             "no",
             "--save",
@@ -607,22 +569,8 @@ impl TlsRedis {
             "no",
             "--daemonize",
             "no",
-        ]
-        .map(String::from);
-        let child = Command::new("redis-server")
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn redis-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(Instant::now() < deadline, "TLS redis-server did not listen on {port}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        TlsRedis { _child: child, port }
+        ];
+        TlsRedis { _child: spawn_redis_server(&args, port).await, port }
     }
 }
 
@@ -727,7 +675,7 @@ async fn openapi_document_is_served_and_valid_json() {
         serde_json::from_str(&std::fs::read_to_string(repo().join("docs/openapi.json")).unwrap()).unwrap();
     assert_eq!(r.body, on_disk, "the served document is docs/openapi.json");
     assert_eq!(r.body["openapi"], "3.1.0");
-    // SPEC §4, every path.
+    // Every REST route the server serves.
     for path in [
         "/chat/history",
         "/v1/users",
@@ -787,7 +735,7 @@ async fn prometheus_config_and_alert_rules_pass_promtool() {
     assert!(ok, "promtool check config:\n{out}");
     // Every metric the rules use is one livechat exports (or Prometheus' own `up`).
     let rules = std::fs::read_to_string(dir.join("livechat-alerts.yml")).unwrap();
-    let telemetry = std::fs::read_to_string(repo().join("src/telemetry.rs")).unwrap();
+    let telemetry = std::fs::read_to_string(repo().join("src/telemetry/names.rs")).unwrap();
     for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
         if let Some(base) = word.strip_prefix("livechat_") {
             let family = ["_bucket", "_count", "_sum"].iter().fold(word, |w, s| w.strip_suffix(s).unwrap_or(w));

@@ -1,14 +1,11 @@
-//! REST API (SPEC §4): every route, status codes, field shapes, auth and authorization.
+//! REST API (docs/openapi.json): every route, status codes, field shapes, auth and
+//! authorization.
 
 mod common;
 
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
-
-/// Limits high enough that tests can post dozens of messages quickly.
-const FAST: &[(&str, &str)] =
-    &[("LIVECHAT_LIMITS__MESSAGES_PER_SEC", "10000"), ("LIVECHAT_LIMITS__MESSAGES_BURST", "10000")];
 
 fn seqs(list: &[Value]) -> Vec<i64> {
     list.iter().map(|m| m["seq"].as_i64().expect("seq")).collect()
@@ -165,7 +162,7 @@ async fn history_limit_bounds() {
 
 #[tokio::test]
 async fn history_default_limit_order_paging_and_shape() {
-    let s = TestServer::start(FAST).await;
+    let s = TestServer::start(FAST_LIMITS).await;
     let (uid, t) = s.create_user("hist").await;
     let mut c = s.ws(&t).await;
     for i in 1..=55 {

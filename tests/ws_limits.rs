@@ -1,5 +1,5 @@
-//! Limits and protocol violations (SPEC §7, §2, §6.4): close codes, rate limits, connection
-//! caps, slow consumers, idle timeout, token expiry, slowloris.
+//! Limits and protocol violations: close codes, rate limits, connection caps, slow consumers,
+//! idle timeout, token expiry, slowloris. A violation closes only the offending connection.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! WebSocket API (SPEC §2, §5, §6.1-6.3): upgrade auth, messages, idempotency, errors,
+//! WebSocket API (docs/asyncapi.yaml): upgrade auth, messages, idempotency, errors,
 //! typing, receipts, presence, membership changes, sync, ordering.
 
 mod common;
@@ -7,17 +7,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use common::*;
 use serde_json::{json, Value};
-
-const FAST: &[(&str, &str)] =
-    &[("LIVECHAT_LIMITS__MESSAGES_PER_SEC", "10000"), ("LIVECHAT_LIMITS__MESSAGES_BURST", "10000")];
-
-/// Every field of `expected` is present in `v` with that value (SPEC §5 field lists).
-#[track_caller]
-fn assert_fields(v: &Value, expected: &Value) {
-    for (k, want) in expected.as_object().unwrap() {
-        assert_eq!(&v[k], want, "field {k} of {v}");
-    }
-}
 
 // --- upgrade -------------------------------------------------------------------------------
 
@@ -133,7 +122,7 @@ async fn message_echo_and_delivery_with_all_fields() {
 
 #[tokio::test]
 async fn seq_follows_send_order_on_one_connection() {
-    let s = TestServer::start(FAST).await;
+    let s = TestServer::start(FAST_LIMITS).await;
     let (_, ta) = s.create_user("order").await;
     let mut c = s.ws(&ta).await;
     for i in 0..20 {
@@ -487,7 +476,7 @@ async fn added_member_gets_live_events_on_open_connection() {
 
 #[tokio::test]
 async fn sync_replays_missed_messages_then_synced() {
-    let s = TestServer::start(FAST).await;
+    let s = TestServer::start(FAST_LIMITS).await;
     let (_, ta) = s.create_user("sy_a").await;
     let (b, tb) = s.create_user("sy_b").await;
     let room = s.create_room(&ta, "sync-room", &[b]).await;
@@ -562,7 +551,7 @@ async fn sync_respects_max_replay_and_sets_more() {
 
 #[tokio::test]
 async fn live_delivery_is_gapless_ordered_and_unique_across_two_rooms() {
-    let s = TestServer::start(FAST).await;
+    let s = TestServer::start(FAST_LIMITS).await;
     let (_, ta) = s.create_user("cc_a").await;
     let (b, tb) = s.create_user("cc_b").await;
     let (c, tc) = s.create_user("cc_c").await;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// One keep-alive HTTP/1.1 connection, opened on first use and reopened after a failure.
 pub struct Conn {
     target: SocketAddr,
     idx: usize,
@@ -16,12 +17,16 @@ pub struct Conn {
     buf: BytesMut,
 }
 
+/// A response: status code and the whole body.
 pub struct Resp {
+    /// HTTP status code
     pub status: u16,
+    /// body bytes (chunked bodies joined)
     pub body: Vec<u8>,
 }
 
 impl Resp {
+    /// The body as JSON; the error names the status and the body.
     pub fn json(&self) -> Result<serde_json::Value> {
         serde_json::from_slice(&self.body)
             .with_context(|| format!("status {} body {}", self.status, String::from_utf8_lossy(&self.body)))
@@ -29,10 +34,13 @@ impl Resp {
 }
 
 impl Conn {
+    /// A connection to `target` from source address number `idx` (see `ws::source_addr`);
+    /// nothing is opened yet.
     pub fn new(target: SocketAddr, idx: usize) -> Self {
         Conn { target, idx, s: None, buf: BytesMut::with_capacity(16384) }
     }
 
+    /// Sends one request and reads the response, retrying once on a fresh connection.
     pub async fn request(
         &mut self,
         method: &str,
@@ -51,6 +59,7 @@ impl Conn {
         }
     }
 
+    /// One attempt on the open connection (or a new one if there is none).
     async fn try_request(
         &mut self,
         method: &str,
@@ -63,98 +72,125 @@ impl Conn {
             self.buf.clear();
         }
         let s = self.s.as_mut().unwrap();
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.target);
-        if let Some(t) = bearer {
-            req.push_str("Authorization: Bearer ");
-            req.push_str(t);
-            req.push_str("\r\n");
-        }
-        let mut bytes = Vec::with_capacity(req.len() + 64 + body.map_or(0, |b| b.len()));
-        if let Some(b) = body {
-            req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
-            req.push_str("\r\n");
-            bytes.extend_from_slice(req.as_bytes());
-            bytes.extend_from_slice(b);
-        } else {
-            req.push_str("\r\n");
-            bytes.extend_from_slice(req.as_bytes());
-        }
-        s.write_all(&bytes).await?;
-        // head
+        s.write_all(&encode_request(&self.target, method, path, bearer, body)).await?;
         let head_end = loop {
             if let Some(p) = memchr::memmem::find(&self.buf, b"\r\n\r\n") {
                 break p;
             }
-            if s.read_buf(&mut self.buf).await? == 0 {
-                bail!("eof reading response head");
-            }
+            read_more(s, &mut self.buf, "reading response head").await?;
         };
         let head = std::str::from_utf8(&self.buf[..head_end])?.to_string();
         self.buf.advance(head_end + 4);
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().ok_or_else(|| anyhow!("empty head"))?;
-        let status: u16 = status_line.split(' ').nth(1).ok_or_else(|| anyhow!("bad status line"))?.parse()?;
-        let mut clen: Option<usize> = None;
-        let mut chunked = false;
-        let mut close = false;
-        for l in lines {
-            let Some((k, v)) = l.split_once(':') else { continue };
-            let v = v.trim();
-            if k.eq_ignore_ascii_case("content-length") {
-                clen = Some(v.parse()?);
-            } else if k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked") {
-                chunked = true;
-            } else if k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close") {
-                close = true;
-            }
-        }
-        let body = if chunked {
-            let mut out = Vec::new();
-            loop {
-                let le = loop {
-                    if let Some(p) = memchr::memmem::find(&self.buf, b"\r\n") {
-                        break p;
-                    }
-                    if s.read_buf(&mut self.buf).await? == 0 {
-                        bail!("eof in chunk size");
-                    }
-                };
-                let sz_str = std::str::from_utf8(&self.buf[..le])?;
-                let sz = usize::from_str_radix(sz_str.split(';').next().unwrap().trim(), 16)?;
-                self.buf.advance(le + 2);
-                while self.buf.len() < sz + 2 {
-                    if s.read_buf(&mut self.buf).await? == 0 {
-                        bail!("eof in chunk");
-                    }
-                }
-                out.extend_from_slice(&self.buf[..sz]);
-                self.buf.advance(sz + 2);
-                if sz == 0 {
-                    break;
-                }
-            }
-            out
+        let head = parse_head(&head)?;
+        let body = if head.chunked {
+            read_chunked_body(s, &mut self.buf).await?
         } else {
-            let n = clen.unwrap_or(0);
-            while self.buf.len() < n {
-                if s.read_buf(&mut self.buf).await? == 0 {
-                    bail!("eof in body");
-                }
-            }
-            let b = self.buf[..n].to_vec();
-            self.buf.advance(n);
-            b
+            read_sized_body(s, &mut self.buf, head.content_length.unwrap_or(0)).await?
         };
-        if close {
+        if head.close {
             self.s = None;
         }
-        Ok(Resp { status, body })
+        Ok(Resp { status: head.status, body })
+    }
+}
+
+/// The request line, headers and body of one request.
+fn encode_request(target: &SocketAddr, method: &str, path: &str, bearer: Option<&str>, body: Option<&[u8]>) -> Vec<u8> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {target}\r\n");
+    if let Some(t) = bearer {
+        req.push_str("Authorization: Bearer ");
+        req.push_str(t);
+        req.push_str("\r\n");
+    }
+    let mut bytes = Vec::with_capacity(req.len() + 64 + body.map_or(0, |b| b.len()));
+    if let Some(b) = body {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+        req.push_str("\r\n");
+        bytes.extend_from_slice(req.as_bytes());
+        bytes.extend_from_slice(b);
+    } else {
+        req.push_str("\r\n");
+        bytes.extend_from_slice(req.as_bytes());
+    }
+    bytes
+}
+
+/// What the response head says about the body and the connection.
+#[derive(Debug, PartialEq)]
+struct Head {
+    status: u16,
+    content_length: Option<usize>,
+    chunked: bool,
+    close: bool,
+}
+
+/// Parses a response head (status line and headers, without the blank line).
+fn parse_head(head: &str) -> Result<Head> {
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| anyhow!("empty head"))?;
+    let status: u16 = status_line.split(' ').nth(1).ok_or_else(|| anyhow!("bad status line"))?.parse()?;
+    let mut h = Head { status, content_length: None, chunked: false, close: false };
+    for l in lines {
+        let Some((k, v)) = l.split_once(':') else { continue };
+        let v = v.trim();
+        if k.eq_ignore_ascii_case("content-length") {
+            h.content_length = Some(v.parse()?);
+        } else if k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked") {
+            h.chunked = true;
+        } else if k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close") {
+            h.close = true;
+        }
+    }
+    Ok(h)
+}
+
+/// Reads more of the response into `buf`; end of stream is an error "eof {what}".
+async fn read_more(s: &mut TcpStream, buf: &mut BytesMut, what: &str) -> Result<()> {
+    if s.read_buf(buf).await? == 0 {
+        bail!("eof {what}");
+    }
+    Ok(())
+}
+
+/// A `Content-Length` body of `n` bytes.
+async fn read_sized_body(s: &mut TcpStream, buf: &mut BytesMut, n: usize) -> Result<Vec<u8>> {
+    while buf.len() < n {
+        read_more(s, buf, "in body").await?;
+    }
+    let b = buf[..n].to_vec();
+    buf.advance(n);
+    Ok(b)
+}
+
+/// A `Transfer-Encoding: chunked` body, up to and including the last (empty) chunk.
+async fn read_chunked_body(s: &mut TcpStream, buf: &mut BytesMut) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let le = loop {
+            if let Some(p) = memchr::memmem::find(buf, b"\r\n") {
+                break p;
+            }
+            read_more(s, buf, "in chunk size").await?;
+        };
+        let sz_str = std::str::from_utf8(&buf[..le])?;
+        let sz = usize::from_str_radix(sz_str.split(';').next().unwrap().trim(), 16)?;
+        buf.advance(le + 2);
+        while buf.len() < sz + 2 {
+            read_more(s, buf, "in chunk").await?;
+        }
+        out.extend_from_slice(&buf[..sz]);
+        buf.advance(sz + 2);
+        if sz == 0 {
+            return Ok(out);
+        }
     }
 }
 
 /// Admin/user API helper.
 pub struct Api {
+    /// server address
     pub target: SocketAddr,
+    /// admin bearer token
     pub admin_token: String,
 }
 
@@ -261,5 +297,32 @@ impl Api {
             }
         }
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_fields() {
+        let h = parse_head("HTTP/1.1 201 Created\r\ncontent-length: 12\r\nConnection: close").unwrap();
+        assert_eq!(h, Head { status: 201, content_length: Some(12), chunked: false, close: true });
+        let h = parse_head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked").unwrap();
+        assert_eq!(h, Head { status: 200, content_length: None, chunked: true, close: false });
+        assert!(parse_head("garbage").is_err());
+    }
+
+    #[test]
+    fn request_bytes() {
+        let t: SocketAddr = "127.0.0.1:8100".parse().unwrap();
+        let r = encode_request(&t, "POST", "/v1/x", Some("tok"), Some(b"{}"));
+        assert_eq!(
+            r,
+            b"POST /v1/x HTTP/1.1\r\nHost: 127.0.0.1:8100\r\nAuthorization: Bearer tok\r\n\
+              Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        );
+        let r = encode_request(&t, "GET", "/h", None, None);
+        assert_eq!(r, b"GET /h HTTP/1.1\r\nHost: 127.0.0.1:8100\r\n\r\n");
     }
 }

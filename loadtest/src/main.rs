@@ -8,8 +8,9 @@
 //! connection. Workers print `ready`, wait for `go <t0>` on stdin, run, and print one JSON
 //! result line; the parent samples the server's /proc at step boundaries and merges.
 
-#![allow(clippy::type_complexity, clippy::too_many_arguments)]
-
+mod backoff;
+mod clock;
+mod hist;
 mod http;
 mod report;
 mod scen;
@@ -20,22 +21,28 @@ mod ws;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+/// The command line: global options and a scenario (or, internally, a worker's role).
 #[derive(Parser, Debug, Clone)]
 #[command(name = "livechat-loadtest", about = "Load-test harness for livechat", version)]
 pub struct Cli {
+    /// options shared by all scenarios
     #[command(flatten)]
     pub common: Common,
+    /// the scenario to run
     #[command(subcommand)]
     pub cmd: Option<Cmd>,
     /// (internal) run as a worker process with this plan file
     #[arg(long, hide = true)]
     pub worker_plan: Option<String>,
+    /// (internal) this worker's index, 0..worker_count
     #[arg(long, hide = true, default_value_t = 0)]
     pub worker_index: usize,
+    /// (internal) number of worker processes
     #[arg(long, hide = true, default_value_t = 1)]
     pub worker_count: usize,
 }
 
+/// Options shared by all scenarios (global: accepted before or after the scenario name).
 #[derive(Args, Debug, Clone, serde::Serialize)]
 pub struct Common {
     /// Server address (host:port, loopback only)
@@ -76,13 +83,13 @@ pub struct Common {
     /// Concurrent REST requests during setup
     #[arg(long, global = true, default_value_t = 64)]
     pub setup_concurrency: usize,
-    /// Pause between the last connection and the first traffic step. At least the server's
-    /// `sync.initial_hold_ms` (1 s): a new connection that has sent nothing holds live
-    /// messages that long, which would otherwise show as first-step latency.
-    #[arg(long, global = true, default_value_t = 1500)]
+    /// Pause between the last connection and the first traffic step (the server holds no live
+    /// events of a listen-only connection: this is only a margin for the connect burst to settle)
+    #[arg(long, global = true, default_value_t = 300)]
     pub warmup_ms: u64,
 }
 
+/// The scenarios.
 #[derive(Subcommand, Debug, Clone, serde::Serialize)]
 pub enum Cmd {
     /// Rooms × members × senders, open-loop message rate stepped to the knee

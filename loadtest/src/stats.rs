@@ -22,6 +22,7 @@ pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
     Some((ut + st) / clk_tck())
 }
 
+/// Resident set size of a process (VmRSS), KiB.
 pub fn proc_rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     for l in s.lines() {
@@ -32,16 +33,21 @@ pub fn proc_rss_kib(pid: u32) -> Option<u64> {
     None
 }
 
+/// Open file descriptors of a process.
 pub fn proc_fds(pid: u32) -> Option<u64> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
 }
 
+/// One reading of the server's /proc figures.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct ServerSample {
+    /// utime+stime, seconds
     pub cpu_secs: f64,
     /// time the process's threads spent runnable but waiting for a CPU (schedstat), seconds
     pub runq_wait_secs: f64,
+    /// resident set size, KiB
     pub rss_kib: u64,
+    /// open file descriptors
     pub fds: u64,
 }
 
@@ -73,11 +79,7 @@ fn rusage(who: libc::c_int) -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-pub fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64
-}
-
-/// Soft RLIMIT_NOFILE → hard.
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
 pub fn raise_nofile() -> u64 {
     let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
     unsafe {

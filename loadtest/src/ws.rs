@@ -10,12 +10,18 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+/// Continuation frame.
 pub const OP_CONT: u8 = 0x0;
+/// Text frame.
 pub const OP_TEXT: u8 = 0x1;
+/// Binary frame.
 #[allow(dead_code)]
 pub const OP_BIN: u8 = 0x2;
+/// Close frame.
 pub const OP_CLOSE: u8 = 0x8;
+/// Ping frame.
 pub const OP_PING: u8 = 0x9;
+/// Pong frame.
 pub const OP_PONG: u8 = 0xA;
 
 /// Source address for connection `i`: 127.0.0.(2 + i % 250), so that 250 × ~28k ephemeral
@@ -90,9 +96,13 @@ pub async fn connect(target: SocketAddr, i: usize, path: &str) -> io::Result<(Tc
 #[derive(Debug, Clone, Copy)]
 #[allow(dead_code)]
 pub struct Head {
+    /// opcode (`OP_*`)
     pub op: u8,
+    /// final fragment
     pub fin: bool,
+    /// header length, bytes (payload starts here)
     pub hlen: usize,
+    /// payload length, bytes
     pub plen: usize,
 }
 
@@ -163,11 +173,13 @@ pub fn mask_for(seed: u64) -> [u8; 4] {
 
 // ---- tiny JSON field scanners (we control the content, the server's JSON is flat) ----
 
+/// The bytes after the first occurrence of `key`.
 #[inline]
 pub fn find_after<'a>(b: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     memchr::memmem::find(b, key).map(|p| &b[p + key.len()..])
 }
 
+/// The unsigned number right after `key` (leading spaces skipped).
 #[inline]
 pub fn num_after(b: &[u8], key: &[u8]) -> Option<u64> {
     let rest = find_after(b, key)?;
@@ -187,6 +199,7 @@ pub fn num_after(b: &[u8], key: &[u8]) -> Option<u64> {
     any.then_some(v)
 }
 
+/// The string after `key` up to the next `"` (no unescaping).
 #[inline]
 pub fn str_after<'a>(b: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     let rest = find_after(b, key)?;

@@ -1,4 +1,4 @@
-//! The Redis pub/sub bridge between the nodes' buses (SPEC §9).
+//! The Redis pub/sub bridge between the nodes' buses (README, "Cluster").
 //!
 //! Each room is one channel, `<prefix>:room:<id>`. A node subscribes to a room's channel when
 //! the room gets its first local subscriber and unsubscribes when the last one leaves, so
@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 use super::envelope::{self, Envelope};
 use super::Bus;
 use crate::redis_link::RedisLink;
+use crate::telemetry::names;
+use crate::util::{lock, Backoff};
 
 /// Envelopes waiting for the publisher; past it, messages become catch-up hints and events
 /// are dropped (they are unordered and never stored).
@@ -73,9 +75,9 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Starts the publisher and subscriber tasks and attaches the bridge to `bus`. `prefix`
+    /// The bridge handle for [`Bus::new`] and its tasks, started once the bus exists. `prefix`
     /// namespaces the channels (every node of a cluster uses the same one).
-    pub fn start(bus: &Arc<Bus>, link: Arc<RedisLink>, node: String, prefix: &str, stop: CancellationToken) {
+    pub fn new(node: String, prefix: &str) -> (Arc<Bridge>, Tasks) {
         let (out, out_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (subs, subs_rx) = mpsc::unbounded_channel();
         let bridge = Arc::new(Bridge {
@@ -86,10 +88,8 @@ impl Bridge {
             missed: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(false),
         });
-        metrics::gauge!("livechat_bus_bridge_connected").set(0.0);
-        bus.attach_bridge(bridge.clone());
-        tokio::spawn(publisher(bridge.clone(), link.clone(), out_rx, stop.clone()));
-        tokio::spawn(subscriber(bridge, Arc::downgrade(bus), link, subs_rx, stop));
+        metrics::gauge!(names::BUS_BRIDGE_CONNECTED).set(0.0);
+        (bridge.clone(), Tasks { bridge, out_rx, subs_rx })
     }
 
     fn channel(&self, room: i64) -> String {
@@ -112,18 +112,34 @@ impl Bridge {
 
     pub(super) fn event(&self, room: i64, except_user: Option<i64>, frame: &Bytes) {
         if self.out.try_send(Outgoing::Event { room, except_user, frame: frame.clone() }).is_err() {
-            metrics::counter!("livechat_bus_bridge_dropped_total").increment(1);
+            metrics::counter!(names::BUS_BRIDGE_DROPPED_TOTAL).increment(1);
         }
     }
 
     fn miss(&self, room: i64, seq: i64) {
-        let mut missed = self.missed.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut missed = lock(&self.missed);
         let e = missed.entry(room).or_insert(seq);
         *e = (*e).max(seq);
     }
 
     fn take_missed(&self) -> HashMap<i64, i64> {
-        std::mem::take(&mut *self.missed.lock().unwrap_or_else(PoisonError::into_inner))
+        std::mem::take(&mut *lock(&self.missed))
+    }
+}
+
+/// The bridge's publisher and subscriber, not yet running.
+pub struct Tasks {
+    bridge: Arc<Bridge>,
+    out_rx: mpsc::Receiver<Outgoing>,
+    subs_rx: mpsc::UnboundedReceiver<SubCmd>,
+}
+
+impl Tasks {
+    /// Starts publishing this node's events and delivering the other nodes' into `bus`, until
+    /// `stop`.
+    pub fn start(self, bus: Arc<Bus>, link: Arc<RedisLink>, stop: CancellationToken) {
+        tokio::spawn(publisher(self.bridge.clone(), link.clone(), self.out_rx, stop.clone()));
+        tokio::spawn(subscriber(self.bridge, bus, link, self.subs_rx, stop));
     }
 }
 
@@ -195,12 +211,12 @@ async fn publisher(
             None => false,
         };
         if sent {
-            metrics::counter!("livechat_bus_bridge_published_total").increment(pipe.cmd_iter().count() as u64);
+            metrics::counter!(names::BUS_BRIDGE_PUBLISHED_TOTAL).increment(pipe.cmd_iter().count() as u64);
             continue;
         }
         // Not published: the messages become catch-up hints for when Redis answers again.
-        metrics::counter!("livechat_bus_bridge_publish_errors_total").increment(1);
-        metrics::counter!("livechat_bus_bridge_dropped_total").increment(events);
+        metrics::counter!(names::BUS_BRIDGE_PUBLISH_ERRORS_TOTAL).increment(1);
+        metrics::counter!(names::BUS_BRIDGE_DROPPED_TOTAL).increment(events);
         for (room, seq) in seqs {
             bridge.miss(room, seq);
         }
@@ -214,12 +230,12 @@ async fn publisher(
 
 async fn subscriber(
     bridge: Arc<Bridge>,
-    bus: Weak<Bus>,
+    bus: Arc<Bus>,
     link: Arc<RedisLink>,
     mut cmds: mpsc::UnboundedReceiver<SubCmd>,
     stop: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
     // Warn once per outage (and once if Redis is unreachable from the start).
     let mut warned = false;
     loop {
@@ -228,21 +244,19 @@ async fn subscriber(
             let (mut sink, mut stream) = pubsub.split();
             // Commands queued while disconnected are superseded by the snapshot below.
             while cmds.try_recv().is_ok() {}
-            let Some(b) = bus.upgrade() else { return Ok(()) };
-            let rooms = b.local_rooms();
+            let rooms = bus.local_rooms();
             for chunk in rooms.chunks(SUBSCRIBE_CHUNK) {
                 let channels: Vec<String> = chunk.iter().map(|r| bridge.channel(*r)).collect();
                 call(sink.subscribe(channels)).await?;
             }
             bridge.connected.store(true, Ordering::Relaxed);
-            metrics::gauge!("livechat_bus_bridge_connected").set(1.0);
-            metrics::counter!("livechat_bus_bridge_connects_total").increment(1);
+            metrics::gauge!(names::BUS_BRIDGE_CONNECTED).set(1.0);
+            metrics::counter!(names::BUS_BRIDGE_CONNECTS_TOTAL).increment(1);
             tracing::info!(rooms = rooms.len(), "Redis bridge connected.");
             // Whatever other nodes published while we were not subscribed.
             for room in rooms {
-                b.catch_up(room, None);
+                bus.catch_up(room, None);
             }
-            drop(b);
             let mut ping = tokio::time::interval(PING_EVERY);
             ping.reset();
             loop {
@@ -253,17 +267,14 @@ async fn subscriber(
                             // A message another node committed between the subscriber's
                             // membership look-up (the room's baseline) and this SUBSCRIBE came
                             // to no one here; no later message may come to reveal the gap.
-                            if let Some(b) = bus.upgrade() {
-                                b.catch_up(room, None);
-                            }
+                            bus.catch_up(room, None);
                         }
                         Some(SubCmd::Unsubscribe(room)) => call(sink.unsubscribe(bridge.channel(room))).await?,
                         None => return Ok(()),
                     },
                     msg = stream.next() => match msg {
                         Some(msg) => {
-                            let Some(b) = bus.upgrade() else { return Ok(()) };
-                            receive(&bridge, &b, &msg);
+                            receive(&bridge, &bus, &msg);
                         }
                         None => return Err(BridgeDown("connection closed".into())),
                     },
@@ -280,18 +291,17 @@ async fn subscriber(
         if bridge.connected.swap(false, Ordering::Relaxed) {
             // A new outage: warn again, retry fast first.
             warned = false;
-            backoff = Duration::from_millis(100);
+            backoff.reset();
         }
-        metrics::gauge!("livechat_bus_bridge_connected").set(0.0);
+        metrics::gauge!(names::BUS_BRIDGE_CONNECTED).set(0.0);
         if !warned {
             warned = true;
             tracing::warn!(reason = %why, "Redis bridge down; delivering node-locally until Redis returns.");
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = backoff.wait() => {}
             _ = stop.cancelled() => return,
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -313,7 +323,7 @@ async fn call<T>(f: impl std::future::Future<Output = redis::RedisResult<T>>) ->
 }
 
 /// Delivers one envelope from another node to the local subscribers.
-fn receive(bridge: &Bridge, bus: &Bus, msg: &redis::Msg) {
+fn receive(bridge: &Bridge, bus: &Arc<Bus>, msg: &redis::Msg) {
     let Some(room) = msg.get_channel_name().strip_prefix(&bridge.channel_prefix).and_then(|r| r.parse::<i64>().ok())
     else {
         return;
@@ -328,7 +338,7 @@ fn receive(bridge: &Bridge, bus: &Bus, msg: &redis::Msg) {
     if origin == bridge.node.as_bytes() {
         return;
     }
-    metrics::counter!("livechat_bus_bridge_received_total").increment(1);
+    metrics::counter!(names::BUS_BRIDGE_RECEIVED_TOTAL).increment(1);
     match env {
         Envelope::Messages(msgs) => {
             for (seq, frame) in msgs {

@@ -2,37 +2,33 @@
 //! subscriber lists behind a short, never-awaited lock. An event is encoded once into a frame
 //! (`Bytes`) and the same frame is queued to every subscriber's outbox (a refcount bump each).
 //!
-//! Room messages pass through a per-room sequencer: the bus delivers each room's messages in
-//! seq order, once, without gaps. A gap (a batch whose commit outcome was unknown, or — with
-//! the Redis bridge — a lost pub/sub envelope) is filled from PostgreSQL before later
-//! messages are delivered.
+//! Room messages pass through a per-room order ([`room`]): the bus delivers each room's
+//! messages in seq order, once, without gaps, filling gaps through a [`History`].
 //!
 //! With `REDIS_URL` set, [`bridge`] carries everything published here to the other nodes
 //! subscribed to the room, and their events into [`Bus::sequence`] / [`Bus::deliver_event`].
 
 pub mod bridge;
 pub mod envelope;
+mod history;
+mod room;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use crate::store::Store;
-use crate::ws::outbox::Out;
-use crate::ws::protocol::{self, MessageEvent};
-use crate::ws::writer::ConnShared;
+use crate::conn::{ConnState, Out};
+use crate::util::lock;
+pub use bridge::Bridge;
+pub use history::History;
+#[cfg(test)]
+pub(crate) use history::NoHistory;
+use room::{count_fanout, RoomState, UNKNOWN};
 
 /// Shards: enough that publishers on different rooms rarely meet on one lock.
 const SHARDS: usize = 64;
-/// Most messages fetched by one gap fill.
-const FILL_LIMIT: i64 = 1000;
-/// `RoomState::last_seq` of a room with no delivered message and no baseline.
-const UNKNOWN: i64 = -1;
-/// How long a gap may wait for its commit before it is skipped.
-const GAP_PATIENCE: Duration = Duration::from_secs(10);
 
 /// A connection subscribed to a room.
 #[derive(Clone)]
@@ -42,34 +38,7 @@ pub struct Subscriber {
     /// The connection's user (for "everyone but the sender" events).
     pub user_id: i64,
     /// Where frames go.
-    pub conn: Arc<ConnShared>,
-}
-
-struct RoomState {
-    room: i64,
-    subs: Vec<Subscriber>,
-    /// Highest seq delivered to this room's subscribers, or the baseline they joined at;
-    /// `UNKNOWN` until either exists (the first message then starts the room).
-    last_seq: i64,
-    /// Messages that arrived past a gap, waiting for the fill.
-    pending: BTreeMap<i64, Bytes>,
-    /// A catch-up asked for the messages up to this seq (`i64::MAX`: all there are) although
-    /// nothing is parked past them: their envelopes may never arrive.
-    want: i64,
-    filling: bool,
-}
-
-impl RoomState {
-    fn new(room: i64, baseline: Option<i64>) -> Self {
-        Self {
-            room,
-            subs: Vec::new(),
-            last_seq: baseline.unwrap_or(UNKNOWN),
-            pending: BTreeMap::new(),
-            want: 0,
-            filling: false,
-        }
-    }
+    pub conn: Arc<ConnState>,
 }
 
 #[derive(Default)]
@@ -79,38 +48,29 @@ struct Shard {
 
 impl Shard {
     fn lock(&self) -> MutexGuard<'_, HashMap<i64, RoomState>> {
-        // Every critical section is a plain map/vec update: a panic cannot leave it half-done.
-        self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.rooms)
     }
 }
 
 /// The bus. Shared as `Arc<Bus>`.
 pub struct Bus {
     shards: Box<[Shard]>,
-    store: Store,
-    me: Weak<Bus>,
+    /// Where gap fills read missing messages.
+    history: Arc<dyn History>,
     /// The Redis bridge, when this node is part of a cluster.
-    bridge: OnceLock<Arc<bridge::Bridge>>,
+    bridge: Option<Arc<Bridge>>,
 }
 
 impl Bus {
-    /// A bus whose gap fills read from `store`.
-    pub fn new(store: Store) -> Arc<Self> {
-        Arc::new_cyclic(|me| Bus {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-            store,
-            me: me.clone(),
-            bridge: OnceLock::new(),
-        })
-    }
-
-    fn attach_bridge(&self, bridge: Arc<bridge::Bridge>) {
-        let _ = self.bridge.set(bridge);
+    /// A bus whose gap fills read from `history`, bridged to the other nodes through `bridge`
+    /// (whose tasks are started afterwards with [`bridge::Tasks::start`]).
+    pub fn new(history: Arc<dyn History>, bridge: Option<Arc<Bridge>>) -> Arc<Self> {
+        Arc::new(Bus { shards: (0..SHARDS).map(|_| Shard::default()).collect(), history, bridge })
     }
 
     /// The Redis bridge, if this node has one.
-    pub fn bridge(&self) -> Option<&bridge::Bridge> {
-        self.bridge.get().map(|b| &**b)
+    pub fn bridge(&self) -> Option<&Bridge> {
+        self.bridge.as_deref()
     }
 
     fn shard(&self, room: i64) -> &Shard {
@@ -122,9 +82,9 @@ impl Bus {
     }
 
     /// Subscribes a connection to a room. `baseline` is the room's last seq as of the
-    /// connection's membership look-up, if known: a room new to this node starts its
-    /// sequencer there, so a message committed after the look-up but lost on its way here is
-    /// a gap to fill rather than the unseen start of the room.
+    /// connection's membership look-up, if known: a room new to this node starts its order
+    /// there, so a message committed after the look-up but lost on its way here is a gap to
+    /// fill rather than the unseen start of the room.
     pub fn subscribe(&self, room: i64, sub: Subscriber, baseline: Option<i64>) {
         let mut rooms = self.shard(room).lock();
         // No duplicate scan (O(room size) per connect): the registry subscribes a connection
@@ -197,213 +157,30 @@ impl Bus {
     }
 
     /// Delivers a message committed by this node to the room's subscribers on every node.
-    pub fn publish_message(&self, room: i64, seq: i64, frame: Bytes) {
+    pub fn publish_message(self: &Arc<Self>, room: i64, seq: i64, frame: Bytes) {
         if let Some(b) = self.bridge() {
             b.message(room, seq, &frame);
         }
         self.sequence(room, seq, frame);
-    }
-
-    /// Delivers a committed room message to this node's subscribers, keeping the room's order
-    /// and filling gaps.
-    pub fn sequence(&self, room: i64, seq: i64, frame: Bytes) {
-        let mut rooms = self.shard(room).lock();
-        let Some(st) = rooms.get_mut(&room) else { return };
-        if seq <= st.last_seq {
-            return; // duplicate (e.g. a fill raced the live copy)
-        }
-        if st.last_seq == UNKNOWN || seq == st.last_seq + 1 {
-            deliver(st, seq, frame);
-            // Messages parked behind a gap that is now closed.
-            while let Some(entry) = st.pending.first_entry() {
-                if *entry.key() != st.last_seq + 1 {
-                    break;
-                }
-                let (s, f) = entry.remove_entry();
-                deliver(st, s, f);
-            }
-            return;
-        }
-        st.pending.insert(seq, frame);
-        self.start_fill(rooms, room);
-    }
-
-    /// Reads a room's messages after the last delivered one from PostgreSQL (up to `upto`, or
-    /// all there are) and delivers them: they were committed elsewhere while their envelopes
-    /// could not reach this node. A room that has delivered nothing yet has no position to
-    /// catch up from and is left alone.
-    pub fn catch_up(&self, room: i64, upto: Option<i64>) {
-        let mut rooms = self.shard(room).lock();
-        let Some(st) = rooms.get_mut(&room) else { return };
-        let upto = upto.unwrap_or(i64::MAX);
-        if st.last_seq == UNKNOWN || upto <= st.last_seq {
-            return;
-        }
-        st.want = st.want.max(upto);
-        metrics::counter!("livechat_bus_bridge_catchups_total").increment(1);
-        self.start_fill(rooms, room);
-    }
-
-    /// Spawns the room's fill task unless one runs (it picks up the new work).
-    fn start_fill(&self, mut rooms: MutexGuard<'_, HashMap<i64, RoomState>>, room: i64) {
-        let Some(st) = rooms.get_mut(&room) else { return };
-        if st.filling {
-            return;
-        }
-        st.filling = true;
-        let after = st.last_seq;
-        drop(rooms);
-        metrics::counter!("livechat_bus_gap_fills_total").increment(1);
-        if let Some(bus) = self.me.upgrade() {
-            tokio::spawn(async move { bus.fill(room, after).await });
-        }
-    }
-
-    /// Fetches the messages after `after` up to the first parked one and delivers them.
-    async fn fill(self: Arc<Self>, room: i64, mut after: i64) {
-        let mut delay = Duration::from_millis(50);
-        let mut waited = Duration::ZERO;
-        loop {
-            let before = {
-                let rooms = self.shard(room).lock();
-                let Some(st) = rooms.get(&room) else { break };
-                match st.pending.keys().next().copied() {
-                    Some(first) => first.max(after + 1),
-                    None if st.want > st.last_seq => st.want.saturating_add(1),
-                    None => break,
-                }
-            };
-            let step = match self.store.messages_between(room, after, before, FILL_LIMIT).await {
-                Ok(rows) => {
-                    delay = Duration::from_millis(50);
-                    self.apply_fill(room, rows, before, waited)
-                }
-                Err(e) => {
-                    tracing::warn!(room, error = %e, "Gap fill failed; retrying.");
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                    Fill::Retry
-                }
-            };
-            match step {
-                Fill::Done => break,
-                Fill::Wait => {
-                    tokio::time::sleep(delay).await;
-                    waited += delay;
-                }
-                Fill::Retry => tokio::time::sleep(delay).await,
-                Fill::Continue(last) => after = last,
-            }
-        }
-        let mut rooms = self.shard(room).lock();
-        if let Some(st) = rooms.get_mut(&room) {
-            st.filling = false;
-            // Work that arrived after the last look (it saw `filling` and left it to us).
-            if !st.pending.is_empty() || st.want > st.last_seq {
-                self.start_fill(rooms, room);
-                return;
-            }
-        }
-        self.release(&mut rooms, room);
-    }
-}
-
-/// Next step of a gap fill.
-enum Fill {
-    /// Nothing parked any more.
-    Done,
-    /// The missing rows are not visible yet: try again after a pause.
-    Wait,
-    /// PostgreSQL failed: try again after a pause (not counted against the patience).
-    Retry,
-    /// Delivered up to this seq; fill again from there.
-    Continue(i64),
-}
-
-impl Bus {
-    /// Delivers fetched rows and whatever they unblock.
-    fn apply_fill(&self, room: i64, rows: Vec<MessageEvent>, before: i64, waited: Duration) -> Fill {
-        let mut rooms = self.shard(room).lock();
-        let Some(st) = rooms.get_mut(&room) else { return Fill::Done };
-        let empty = rows.is_empty();
-        let full = rows.len() as i64 >= FILL_LIMIT;
-        for m in rows {
-            if m.seq > st.last_seq {
-                deliver(st, m.seq, protocol::message_frame(&m));
-            }
-        }
-        if st.pending.is_empty() {
-            // A catch-up: PostgreSQL's rows are all there is to deliver (seqs are visible
-            // gaplessly, so a short page is the end).
-            if full && st.want > st.last_seq {
-                return Fill::Continue(st.last_seq);
-            }
-            st.want = 0;
-            return Fill::Done;
-        }
-        if empty && st.last_seq < before - 1 {
-            if waited < GAP_PATIENCE {
-                // The missing seqs are not in PostgreSQL (yet): a seq is only reserved inside
-                // a committing transaction, so wait for it.
-                return Fill::Wait;
-            }
-            // Never committed after all: do not stall the room for ever.
-            tracing::error!(room, last = st.last_seq, before, "Sequence gap never filled; skipping it.");
-            st.last_seq = before - 1;
-        }
-        while let Some(entry) = st.pending.first_entry() {
-            if *entry.key() > st.last_seq + 1 {
-                break;
-            }
-            let (s, f) = entry.remove_entry();
-            if s > st.last_seq {
-                deliver(st, s, f);
-            }
-        }
-        if st.pending.is_empty() && st.want <= st.last_seq {
-            Fill::Done
-        } else {
-            Fill::Continue(st.last_seq)
-        }
-    }
-}
-
-fn deliver(st: &mut RoomState, seq: i64, frame: Bytes) {
-    st.last_seq = seq;
-    // One clock read per message, not per subscriber.
-    let at = crate::telemetry::stamp();
-    let mut dropped = 0u64;
-    for s in &st.subs {
-        dropped += s.conn.outbox.push(Out::Seq { room: st.room, seq, frame: frame.clone(), at }).is_err() as u64;
-    }
-    count_fanout(st.subs.len() as u64, dropped);
-}
-
-/// Metrics of one fan-out, emitted once for all its subscribers.
-fn count_fanout(queued: u64, dropped: u64) {
-    let hot = crate::telemetry::hot();
-    hot.fanout.increment(queued);
-    if dropped > 0 {
-        hot.dropped.increment(dropped);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conn::{ConnState, Out};
 
     fn bus() -> Arc<Bus> {
-        // Never connects unless a gap needs filling.
-        let store = Store::new("postgres://t@127.0.0.1:1/t", 2, Duration::from_millis(50)).unwrap();
-        Bus::new(store)
+        Bus::new(Arc::new(NoHistory), None)
     }
 
-    fn sub(bus: &Bus, room: i64, conn_id: u64, user_id: i64) -> Arc<ConnShared> {
-        let conn = Arc::new(ConnShared::new(100));
+    fn sub(bus: &Bus, room: i64, conn_id: u64, user_id: i64) -> Arc<ConnState> {
+        let conn = Arc::new(ConnState::new(100));
         bus.subscribe(room, Subscriber { conn_id, user_id, conn: conn.clone() }, None);
         conn
     }
 
-    fn seqs(conn: &ConnShared) -> Vec<i64> {
+    fn seqs(conn: &ConnState) -> Vec<i64> {
         let mut items = Vec::new();
         conn.outbox.drain(&mut items, usize::MAX);
         items

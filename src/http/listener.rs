@@ -1,5 +1,5 @@
 //! The accept loop: a connection slot per socket, hyper http1 with upgrades and a request-head
-//! timeout (hyper's header timeout never fires without a timer: slowloris, DESIGN.md).
+//! timeout (hyper's header timeout never fires without a timer: slowloris).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::telemetry::names;
+use crate::util::Backoff;
 
 /// Which routes a listener serves.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -23,13 +25,10 @@ pub enum Routes {
 
 /// Accepts until `stop` is cancelled.
 pub async fn serve(app: Arc<App>, listener: TcpListener, routes: Routes, stop: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(app.config.server.max_connections));
+    let slots = Arc::new(Semaphore::new(app.edge.max_connections));
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(app.config.limits.header_timeout_secs))
-        .keep_alive(true)
-        .max_buf_size(64 * 1024);
-    let mut backoff = Duration::from_millis(5);
+    http.timer(TokioTimer::new()).header_read_timeout(app.edge.header_timeout).keep_alive(true).max_buf_size(64 * 1024);
+    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p {
@@ -44,15 +43,14 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, routes: Routes, stop: C
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning; the loop survives.
                     tracing::warn!(error = %e, "Accept failed.");
-                    metrics::counter!("livechat_http_accept_errors_total").increment(1);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    metrics::counter!(names::HTTP_ACCEPT_ERRORS_TOTAL).increment(1);
+                    backoff.wait().await;
                     continue;
                 }
             },
             _ = stop.cancelled() => return,
         };
-        backoff = Duration::from_millis(5);
+        backoff.reset();
         let _ = stream.set_nodelay(true);
         let app2 = app.clone();
         let conn_permit = permit.clone();
@@ -61,14 +59,14 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, routes: Routes, stop: C
             let permit = conn_permit.clone();
             async move {
                 Ok::<_, std::convert::Infallible>(match routes {
-                    Routes::All => super::route(app, req, permit).await,
-                    Routes::Metrics => super::route_metrics(app, req).await,
+                    Routes::All => super::router::route(app, req, permit).await,
+                    Routes::Metrics => super::metrics::route_metrics_only(app, req).await,
                 })
             }
         });
         let conn = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
         let stop = stop.clone();
-        app.tasks.spawn(async move {
+        app.edge.tasks.spawn(async move {
             let _permit = permit;
             tokio::pin!(conn);
             tokio::select! {

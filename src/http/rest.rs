@@ -1,4 +1,5 @@
-//! REST handlers (SPEC §4).
+//! REST handlers (the README's "REST API" section). Membership changes go through the chat
+//! service's rooms, never to the connection registry directly.
 
 use bytes::Bytes;
 use chrono::DateTime;
@@ -11,7 +12,7 @@ use serde_json::json;
 use super::{bearer, json, query_param, read_json};
 use crate::app::App;
 use crate::error::{ApiError, StoreError};
-use crate::ws::protocol::DEFAULT_ROOM;
+use crate::model::DEFAULT_ROOM;
 
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
 
@@ -62,14 +63,8 @@ async fn require_member(app: &App, room: i64, user: i64) -> Result<(), ApiError>
 /// `GET /readyz`: 200 when PostgreSQL (and Redis, if configured) answer and the server is not
 /// draining; else 503 naming what is down.
 pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
-    let redis = async {
-        match &app.redis {
-            Some(r) => Some(r.ping().await),
-            None => None,
-        }
-    };
-    let (pg, redis) = tokio::join!(app.store.ping(), redis);
-    metrics::gauge!("livechat_postgres_up").set(if pg { 1.0 } else { 0.0 });
+    let health = app.probe().await;
+    let (pg, redis) = (health.postgres, health.redis);
     let state = |up: bool| if up { "up" } else { "down" };
     let mut down = Vec::new();
     if !pg {
@@ -78,7 +73,7 @@ pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
     if redis == Some(false) {
         down.push("redis");
     }
-    if app.is_draining() {
+    if app.chat.is_draining() {
         down.push("draining");
     }
     let mut body = json!({"status": "ready", "postgres": state(pg)});
@@ -151,17 +146,12 @@ struct NewToken {
     ttl_secs: Option<u64>,
 }
 
-/// Longest token lifetime the admin API issues (a year).
-const MAX_TTL: u64 = 365 * 24 * 3600;
-
 /// `POST /v1/tokens` (admin).
 pub async fn create_token(app: &App, req: Request<Incoming>) -> Reply {
     admin(app, &req)?;
     let body: NewToken = read_json(req).await?;
     let ttl = body.ttl_secs.unwrap_or(3600);
-    if ttl == 0 || ttl > MAX_TTL {
-        return Err(ApiError::bad_request(format!("ttl_secs must be from 1 to {MAX_TTL}")));
-    }
+    crate::auth::check_ttl(ttl)?;
     if app.store.username(body.user_id).await?.is_none() {
         return Err(ApiError::not_found("no such user"));
     }
@@ -191,13 +181,7 @@ pub async fn create_room(app: &App, req: Request<Incoming>) -> Reply {
     if body.members.len() > 10_000 {
         return Err(ApiError::bad_request("at most 10000 members at creation"));
     }
-    let room = match app.store.create_room(&body.name, me, &body.members).await {
-        Err(StoreError::NotFound) => return Err(ApiError::not_found("a listed member does not exist")),
-        r => r?,
-    };
-    for uid in body.members.iter().copied().chain([me]) {
-        app.registry.joined(uid, room.id, &app.bus);
-    }
+    let room = app.chat.rooms().create(&body.name, me, &body.members).await?;
     Ok(json(StatusCode::CREATED, &room))
 }
 
@@ -213,7 +197,7 @@ pub async fn list_members(app: &App, req: &Request<Incoming>, id: &str) -> Reply
     let room = parse_id(id, "room id")?;
     require_member(app, room, me).await?;
     let mut members = app.store.members(room).await?;
-    let online = app.presence.online_among(&app.registry, members.iter().map(|m| m.user_id)).await;
+    let online = app.chat.presence().online_among(members.iter().map(|m| m.user_id)).await;
     for m in &mut members {
         m.online = online.contains(&m.user_id);
     }
@@ -239,11 +223,7 @@ pub async fn add_member(app: &App, req: Request<Incoming>, id: &str) -> Reply {
         }
     }
     let body: NewMember = read_json(req).await?;
-    let added = match app.store.add_member(room, body.user_id).await {
-        Err(StoreError::NotFound) => return Err(ApiError::not_found("no such user")),
-        r => r?,
-    };
-    app.registry.joined(body.user_id, room, &app.bus);
+    let added = app.chat.rooms().add_member(room, body.user_id).await?;
     let status = if added { StatusCode::CREATED } else { StatusCode::OK };
     Ok(json(status, &json!({"room_id": room, "user_id": body.user_id})))
 }
@@ -258,10 +238,7 @@ pub async fn remove_member(app: &App, req: &Request<Incoming>, id: &str, uid: &s
             return Err(ApiError::forbidden("you can only remove yourself; the admin token removes others"));
         }
     }
-    if !app.store.remove_member(room, target).await? {
-        return Err(ApiError::not_found("not a member of this room"));
-    }
-    app.registry.left(target, room, &app.bus);
+    app.chat.rooms().remove_member(room, target).await?;
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)

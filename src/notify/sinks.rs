@@ -35,7 +35,7 @@ pub enum SinkError {
     Store(#[from] crate::error::StoreError),
 }
 
-/// The webhook body (SPEC §8): exactly these fields, in this order.
+/// The webhook body (README, "Notifications"): exactly these fields, in this order.
 #[derive(Serialize)]
 struct WebhookBody<'a> {
     job_id: &'a str,

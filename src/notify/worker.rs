@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use super::queue::{Cursor, Delivery, Outcome, Queue};
 use super::sinks::Sinks;
+use crate::util::Backoff;
 
 /// Longest wait for new jobs in one fetch; also the longest shutdown delay it causes.
 const BLOCK: Duration = Duration::from_millis(500);
@@ -57,16 +58,9 @@ impl Worker {
         let settler = tokio::spawn(settle_loop(self.queue.clone(), rx));
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let tracker = TaskTracker::new();
-        let mut cursor = Cursor::default();
-        // At start, at once: jobs a crashed predecessor left behind.
-        let mut next_claim = Instant::now();
-        let mut next_promote = Instant::now();
-        let mut next_maintain = Instant::now();
+        let mut schedule = Schedule::new(self.claim_idle);
         let mut failing = false;
-        let mut backoff = Duration::from_millis(100);
-        // Looking twice per idle period bounds a dead consumer's jobs' wait to 1.5 × claim_idle.
-        let claim_every = (self.claim_idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
-
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let first = tokio::select! {
                 p = slots.clone().acquire_owned() => p,
@@ -83,39 +77,15 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-
-            let round = async {
-                let now = Instant::now();
-                if now >= next_promote {
-                    next_promote = now + PROMOTE_EVERY;
-                    self.queue.promote_due().await?;
-                }
-                if now >= next_maintain {
-                    next_maintain = now + MAINTAIN_EVERY;
-                    self.queue.maintain().await?;
-                }
-                let mut got = Vec::new();
-                if now >= next_claim {
-                    next_claim = now + claim_every;
-                    got = self.queue.reclaim(&self.consumer, free.len(), self.claim_idle).await?;
-                }
-                if got.is_empty() {
-                    got = self.queue.fetch(&self.consumer, free.len(), BLOCK, &mut cursor).await?;
-                }
-                Ok::<_, super::NotifyError>(got)
-            };
-            match round.await {
+            match self.round(&mut schedule, free.len()).await {
                 Ok(got) => {
                     if failing {
                         tracing::info!("Notification queue reachable again.");
                         failing = false;
                     }
-                    backoff = Duration::from_millis(100);
-                    for d in got {
-                        let Some(permit) = free.pop() else { break };
-                        let sinks = self.sinks.clone();
-                        let tx = tx.clone();
-                        let max_attempts = self.queue.max_attempts();
+                    backoff.reset();
+                    for (d, permit) in got.into_iter().zip(free) {
+                        let (sinks, tx, max_attempts) = (self.sinks.clone(), tx.clone(), self.queue.max_attempts());
                         tracker.spawn(async move {
                             let outcome = deliver(&sinks, &d, max_attempts).await;
                             let _ = tx.send((d, outcome)).await;
@@ -129,18 +99,63 @@ impl Worker {
                         failing = true;
                     }
                     drop(free);
-                    let _ = tokio::time::timeout(backoff, cancel.cancelled()).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let _ = tokio::time::timeout(backoff.next_delay(), cancel.cancelled()).await;
                 }
             }
         }
-
         tracker.close();
         if tokio::time::timeout(GRACE, tracker.wait()).await.is_err() {
             tracing::warn!("Deliveries still running at shutdown; their jobs stay queued and are retried later.");
         }
         drop(tx);
         let _ = settler.await;
+    }
+
+    /// One round: the periodic chores that are due, then up to `max` jobs (taken over from dead
+    /// consumers first, else new or this consumer's own pending ones).
+    async fn round(&self, s: &mut Schedule, max: usize) -> Result<Vec<Delivery>, super::NotifyError> {
+        let now = Instant::now();
+        if now >= s.next_promote {
+            s.next_promote = now + PROMOTE_EVERY;
+            self.queue.promote_due().await?;
+        }
+        if now >= s.next_maintain {
+            s.next_maintain = now + MAINTAIN_EVERY;
+            self.queue.maintain().await?;
+        }
+        let mut got = Vec::new();
+        if now >= s.next_claim {
+            s.next_claim = now + s.claim_every;
+            got = self.queue.reclaim(&self.consumer, max, self.claim_idle).await?;
+        }
+        if got.is_empty() {
+            got = self.queue.fetch(&self.consumer, max, BLOCK, &mut s.cursor).await?;
+        }
+        Ok(got)
+    }
+}
+
+/// When a worker next runs each periodic chore, and where its reads stand.
+struct Schedule {
+    cursor: Cursor,
+    next_claim: Instant,
+    next_promote: Instant,
+    next_maintain: Instant,
+    /// Looking twice per idle period bounds a dead consumer's jobs' wait to 1.5 × claim_idle.
+    claim_every: Duration,
+}
+
+impl Schedule {
+    /// Everything due at once: at start, jobs a crashed predecessor left behind come first.
+    fn new(claim_idle: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            cursor: Cursor::default(),
+            next_claim: now,
+            next_promote: now,
+            next_maintain: now,
+            claim_every: (claim_idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(5)),
+        }
     }
 }
 
@@ -166,7 +181,7 @@ async fn deliver(sinks: &Sinks, d: &Delivery, max_attempts: u32) -> Outcome {
 /// are still pending in Redis, so at worst they are delivered again after `claim_idle_ms`).
 async fn settle_loop(queue: Arc<Queue>, mut rx: mpsc::Receiver<(Delivery, Outcome)>) {
     let mut batch: Vec<(Delivery, Outcome)> = Vec::new();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut open = true;
     loop {
         if batch.is_empty() {
@@ -192,7 +207,7 @@ async fn settle_loop(queue: Arc<Queue>, mut rx: mpsc::Receiver<(Delivery, Outcom
         match r {
             Ok(()) => {
                 batch.clear();
-                backoff = Duration::from_millis(100);
+                backoff.reset();
             }
             Err(e) if !open => {
                 tracing::warn!(error = %e, jobs = batch.len(), "Cannot settle at shutdown; these jobs will be delivered again.");
@@ -200,8 +215,7 @@ async fn settle_loop(queue: Arc<Queue>, mut rx: mpsc::Receiver<(Delivery, Outcom
             }
             Err(e) => {
                 tracing::warn!(error = %e, jobs = batch.len(), "Cannot settle deliveries; retrying.");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff.wait().await;
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Cluster-wide online state in Redis (SPEC §9): which users have a live connection on any
+//! Cluster-wide online state in Redis (README, "Cluster"): which users have a live connection on any
 //! node, so `presence` events mean "first connection anywhere opened / last one closed", the
 //! members endpoint's `online` is cluster-wide and notifications skip users online elsewhere.
 //!
@@ -16,15 +16,16 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::app::App;
+use super::Local;
 use crate::redis_link::RedisLink;
-use crate::ws::protocol;
+use crate::telemetry::names;
+use crate::util::clock;
 
 /// Changes merged into one pipelined round trip.
 const BATCH: usize = 512;
@@ -75,10 +76,20 @@ return out
 
 /// A presence change of this node, queued for the presence task.
 pub enum Change {
-    /// The user's first local connection opened; `rooms` are those that get presence events.
-    Online { user: i64, rooms: Vec<i64> },
+    /// The user's first local connection opened.
+    Online {
+        /// The user.
+        user: i64,
+        /// The user's rooms that get presence events.
+        rooms: Vec<i64>,
+    },
     /// The user's last local connection closed.
-    Offline { user: i64, rooms: Vec<i64> },
+    Offline {
+        /// The user.
+        user: i64,
+        /// The user's rooms that get presence events.
+        rooms: Vec<i64>,
+    },
     /// Shutting down: process what came before, then stop counting this node.
     Leave(oneshot::Sender<()>),
 }
@@ -172,7 +183,7 @@ impl ClusterPresence {
             let flags: Vec<i64> = match tokio::time::timeout(CALL_TIMEOUT, inv.invoke_async(&mut conn)).await {
                 Ok(Ok(f)) => f,
                 _ => {
-                    metrics::counter!("livechat_presence_redis_errors_total").increment(1);
+                    metrics::counter!(names::PRESENCE_REDIS_ERRORS_TOTAL).increment(1);
                     self.mark(false);
                     return None;
                 }
@@ -184,16 +195,17 @@ impl ClusterPresence {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    clock::now_ms() as i64
 }
 
 /// The presence task: applies this node's changes in order, announces the ones that are
 /// cluster-wide, renews the node's entry and cleans up after dead nodes.
 pub async fn run(
     cp: Arc<ClusterPresence>,
-    app: Weak<App>,
+    local: Arc<Local>,
     mut rx: mpsc::UnboundedReceiver<Change>,
     heartbeat: Duration,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let mut beat = tokio::time::interval(heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -206,32 +218,31 @@ pub async fn run(
                 if n == 0 {
                     return;
                 }
-                let Some(app) = app.upgrade() else { return };
                 let mut changes = Vec::with_capacity(batch.len());
                 for c in batch.drain(..) {
                     match c {
                         // What came before a Leave is applied before it.
                         Change::Leave(done) => {
-                            apply(&cp, &app, std::mem::take(&mut changes)).await;
+                            apply(&cp, &local, std::mem::take(&mut changes)).await;
                             leave(&cp).await;
                             let _ = done.send(());
                         }
                         c => changes.push(c),
                     }
                 }
-                apply(&cp, &app, changes).await;
+                apply(&cp, &local, changes).await;
             }
             _ = beat.tick() => {
-                let Some(app) = app.upgrade() else { return };
-                registered = renew(&cp, &app, registered).await;
+                registered = renew(&cp, &local, registered).await;
             }
+            _ = stop.cancelled() => return,
         }
     }
 }
 
 /// Applies changes in one pipeline and announces those that are first/last anywhere. Without
 /// Redis every change counts as cluster-wide (node-local presence).
-async fn apply(cp: &ClusterPresence, app: &App, changes: Vec<Change>) {
+async fn apply(cp: &ClusterPresence, local: &Local, changes: Vec<Change>) {
     if changes.is_empty() {
         return;
     }
@@ -264,7 +275,7 @@ async fn apply(cp: &ClusterPresence, app: &App, changes: Vec<Change>) {
     match &others {
         Some(_) => cp.mark(true),
         None => {
-            metrics::counter!("livechat_presence_redis_errors_total").increment(1);
+            metrics::counter!(names::PRESENCE_REDIS_ERRORS_TOTAL).increment(1);
             cp.mark(false);
         }
     }
@@ -278,22 +289,15 @@ async fn apply(cp: &ClusterPresence, app: &App, changes: Vec<Change>) {
         let elsewhere = others.next().unwrap_or(0);
         // Between the change and now the user may have come back (or gone): announce only
         // what is still true on this node.
-        if elsewhere == 0 && app.registry.is_online(user) == online {
-            announce(app, user, &rooms, online);
+        if elsewhere == 0 && local.connections.is_online(user) == online {
+            local.announce(user, &rooms, online);
         }
-    }
-}
-
-/// Sends `presence` for `user` to the other members of `rooms`, on every node.
-pub fn announce(app: &App, user: i64, rooms: &[i64], online: bool) {
-    for &room in rooms {
-        app.bus.publish(room, protocol::presence_frame(room, user, online), Some(user));
     }
 }
 
 /// The heartbeat: renews this node's entry (first registering its users if they are not
 /// registered), then cleans up after expired nodes. Returns whether the users are registered.
-async fn renew(cp: &ClusterPresence, app: &App, registered: bool) -> bool {
+async fn renew(cp: &ClusterPresence, local: &Local, registered: bool) -> bool {
     let Some(mut conn) = cp.conn().await else {
         cp.mark(false);
         return false;
@@ -303,7 +307,7 @@ async fn renew(cp: &ClusterPresence, app: &App, registered: bool) -> bool {
     if !registered {
         // Redis may have restarted empty, or dropped this node as dead during an outage.
         let node_key = cp.node_key(&cp.node);
-        let users = app.registry.online_users();
+        let users = local.connections.online_users();
         pipe.atomic().del(&node_key).ignore();
         for chunk in users.chunks(1000) {
             pipe.sadd(&node_key, chunk).ignore();
@@ -314,18 +318,18 @@ async fn renew(cp: &ClusterPresence, app: &App, registered: bool) -> bool {
     }
     pipe.zadd(cp.nodes_key(), &cp.node, expires).ignore();
     if !matches!(tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn)).await, Ok(Ok(()))) {
-        metrics::counter!("livechat_presence_redis_errors_total").increment(1);
+        metrics::counter!(names::PRESENCE_REDIS_ERRORS_TOTAL).increment(1);
         cp.mark(false);
         return false;
     }
     cp.mark(true);
-    reap(cp, app, &mut conn).await;
+    reap(cp, local, &mut conn).await;
     true
 }
 
 /// Removes expired nodes; the node whose ZREM wins announces their users offline where they
 /// are connected nowhere else.
-async fn reap(cp: &ClusterPresence, app: &App, conn: &mut ConnectionManager) {
+async fn reap(cp: &ClusterPresence, local: &Local, conn: &mut ConnectionManager) {
     let now = now_ms();
     let dead: Vec<String> = match tokio::time::timeout(
         CALL_TIMEOUT,
@@ -358,23 +362,23 @@ async fn reap(cp: &ClusterPresence, app: &App, conn: &mut ConnectionManager) {
             let mut inv = cp.change_script.prepare_invoke();
             inv.key(cp.user_key(u)).key(&node_key).key(cp.nodes_key()).arg(&node).arg(u).arg(now).arg(0);
             if let Ok(0) = inv.invoke_async::<i64>(conn).await {
-                if !app.registry.is_online(u) {
+                if !local.connections.is_online(u) {
                     gone.push(u);
                 }
             }
         }
         let _ = redis::cmd("DEL").arg(&node_key).query_async::<()>(conn).await;
         tracing::warn!(node = %node, users = users.len(), offline = gone.len(), "Removed an expired cluster node.");
-        metrics::counter!("livechat_presence_nodes_reaped_total").increment(1);
+        metrics::counter!(names::PRESENCE_NODES_REAPED_TOTAL).increment(1);
         if gone.is_empty() {
             continue;
         }
         // Their rooms small enough for presence events, as at connect time.
-        let max = app.config.presence.max_room_members;
-        if let Ok(rooms) = app.store.memberships(&gone).await {
+        let max = local.max_room_members;
+        if let Ok(rooms) = local.store.memberships(&gone).await {
             for (user, ms) in rooms {
                 let small: Vec<i64> = ms.iter().filter(|m| m.member_count <= max).map(|m| m.room_id).collect();
-                announce(app, user, &small, false);
+                local.announce(user, &small, false);
             }
         }
     }

@@ -1,60 +1,84 @@
-//! Live connections by user: the connections-per-user limit, online state (presence and the
-//! members endpoint), typing throttles, and moving live connections in and out of rooms when
-//! memberships change. [`Presence`] makes the online state cluster-wide through [`cluster`].
+//! Who is online: this node's live connections ([`connections`]) and, with Redis, the whole
+//! cluster's ([`cluster`]). `presence` events mean "first connection anywhere opened / last one
+//! closed"; the members endpoint and the notification relay ask [`Presence::online_among`].
 
 pub mod cluster;
+pub mod connections;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::sync::Arc;
 
-use crate::app::App;
-use crate::bus::{Bus, Subscriber};
-use crate::store::queries::Membership;
-use crate::ws::outbox::Out;
-use crate::ws::writer::ConnShared;
+use crate::bus::Bus;
+use crate::store::Store;
+use crate::wire::server::presence_frame;
+pub use connections::{ConnHandle, Connections, TooManyConnections};
 
-const SHARDS: usize = 16;
+/// What presence needs from the rest of this node.
+pub struct Local {
+    /// This node's live connections.
+    pub connections: Arc<Connections>,
+    /// Where `presence` events go.
+    pub bus: Arc<Bus>,
+    /// Memberships of a dead node's users (their rooms get `presence` offline).
+    pub store: Store,
+    /// Rooms above this many members get no `presence` events (`presence.max_room_members`).
+    pub max_room_members: i64,
+}
+
+impl Local {
+    /// Sends `presence` for `user` to the other members of `rooms`, on every node.
+    pub fn announce(&self, user: i64, rooms: &[i64], online: bool) {
+        for &room in rooms {
+            self.bus.publish(room, presence_frame(room, user, online), Some(user));
+        }
+    }
+}
 
 /// Online state across the cluster (node-local without Redis).
 pub struct Presence {
+    local: Arc<Local>,
     cluster: Option<Arc<cluster::ClusterPresence>>,
 }
 
 impl Presence {
     /// Node-local presence (no Redis).
-    pub fn local() -> Self {
-        Self { cluster: None }
+    pub fn local(local: Arc<Local>) -> Self {
+        Self { local, cluster: None }
     }
 
     /// Cluster-wide presence through `cluster` (whose task [`cluster::run`] must be started).
-    pub fn clustered(cluster: Arc<cluster::ClusterPresence>) -> Self {
-        Self { cluster: Some(cluster) }
+    pub fn clustered(local: Arc<Local>, cluster: Arc<cluster::ClusterPresence>) -> Self {
+        Self { local, cluster: Some(cluster) }
+    }
+
+    /// This node's live connections.
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.local.connections
     }
 
     /// The user's first connection on this node opened: `presence` online goes to `rooms`
     /// (those small enough for presence events) unless the user is connected elsewhere.
-    pub fn went_online(&self, app: &App, user: i64, rooms: Vec<i64>) {
+    pub fn went_online(&self, user: i64, rooms: Vec<i64>) {
         match &self.cluster {
             Some(c) => c.change(cluster::Change::Online { user, rooms }),
-            None => cluster::announce(app, user, &rooms, true),
+            None => self.local.announce(user, &rooms, true),
         }
     }
 
     /// The user's last connection on this node closed: `presence` offline goes to `rooms`
     /// unless the user is still connected elsewhere.
-    pub fn went_offline(&self, app: &App, user: i64, rooms: Vec<i64>) {
+    pub fn went_offline(&self, user: i64, rooms: Vec<i64>) {
         match &self.cluster {
             Some(c) => c.change(cluster::Change::Offline { user, rooms }),
-            None => cluster::announce(app, user, &rooms, false),
+            None => self.local.announce(user, &rooms, false),
         }
     }
 
     /// Which of `users` have a live connection anywhere (here, or on a live node of the
     /// cluster; this node's view alone while Redis cannot answer).
-    pub async fn online_among(&self, registry: &Registry, users: impl IntoIterator<Item = i64>) -> HashSet<i64> {
-        let (here, elsewhere): (Vec<i64>, Vec<i64>) = users.into_iter().partition(|u| registry.is_online(*u));
+    pub async fn online_among(&self, users: impl IntoIterator<Item = i64>) -> HashSet<i64> {
+        let connections = &self.local.connections;
+        let (here, elsewhere): (Vec<i64>, Vec<i64>) = users.into_iter().partition(|u| connections.is_online(*u));
         let mut online: HashSet<i64> = here.into_iter().collect();
         if let (Some(c), false) = (&self.cluster, elsewhere.is_empty()) {
             if let Some(found) = c.online_elsewhere(&elsewhere).await {
@@ -72,166 +96,5 @@ impl Presence {
     }
 }
 
-/// One live connection.
-pub struct ConnHandle {
-    /// Process-unique id.
-    pub id: u64,
-    /// Authenticated user.
-    pub user_id: i64,
-    /// Outbox and activity.
-    pub conn: Arc<ConnShared>,
-    /// Rooms this connection receives (the user's memberships).
-    rooms: Mutex<HashSet<i64>>,
-}
-
-impl ConnHandle {
-    /// Whether the connection's user is a member of `room`.
-    pub fn in_room(&self, room: i64) -> bool {
-        lock(&self.rooms).contains(&room)
-    }
-
-    /// The connection's rooms.
-    pub fn rooms(&self) -> Vec<i64> {
-        lock(&self.rooms).iter().copied().collect()
-    }
-
-    fn subscriber(&self) -> Subscriber {
-        Subscriber { conn_id: self.id, user_id: self.user_id, conn: self.conn.clone() }
-    }
-}
-
-#[derive(Default)]
-struct UserEntry {
-    conns: Vec<Arc<ConnHandle>>,
-    /// Last relayed typing event per room.
-    typing: HashMap<i64, Instant>,
-}
-
-/// The connection would exceed `limits.connections_per_user`.
-#[derive(Debug)]
-pub struct TooManyConnections;
-
-/// All live connections of this node.
-pub struct Registry {
-    shards: Box<[Mutex<HashMap<i64, UserEntry>>]>,
-    next_id: AtomicU64,
-}
-
-// Every critical section below is a plain map/vec update; a panic cannot leave it half-done.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Default for Registry {
-    fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), next_id: AtomicU64::new(1) }
-    }
-}
-
-impl Registry {
-    fn shard(&self, user: i64) -> MutexGuard<'_, HashMap<i64, UserEntry>> {
-        lock(&self.shards[(user.unsigned_abs() as usize) % SHARDS])
-    }
-
-    /// Registers a connection with its rooms and subscribes it on the bus. Returns the handle
-    /// and whether it is the user's first connection (presence goes online).
-    pub fn register(
-        &self,
-        user_id: i64,
-        rooms: &[Membership],
-        conn: Arc<ConnShared>,
-        limit: usize,
-        bus: &Bus,
-    ) -> Result<(Arc<ConnHandle>, bool), TooManyConnections> {
-        let handle = Arc::new(ConnHandle {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            user_id,
-            conn,
-            rooms: Mutex::new(rooms.iter().map(|m| m.room_id).collect()),
-        });
-        let first = {
-            let mut shard = self.shard(user_id);
-            let entry = shard.entry(user_id).or_default();
-            if entry.conns.len() >= limit {
-                if entry.conns.is_empty() {
-                    shard.remove(&user_id);
-                }
-                return Err(TooManyConnections);
-            }
-            entry.conns.push(handle.clone());
-            entry.conns.len() == 1
-        };
-        for m in rooms {
-            bus.subscribe(m.room_id, handle.subscriber(), Some(m.last_seq));
-        }
-        metrics::gauge!("livechat_ws_connections").increment(1.0);
-        Ok((handle, first))
-    }
-
-    /// Removes a connection; returns whether it was the user's last (presence goes offline).
-    pub fn unregister(&self, handle: &ConnHandle, bus: &Bus) -> bool {
-        for room in handle.rooms() {
-            bus.unsubscribe(room, handle.id);
-        }
-        let mut shard = self.shard(handle.user_id);
-        let Some(entry) = shard.get_mut(&handle.user_id) else { return false };
-        let before = entry.conns.len();
-        entry.conns.retain(|c| c.id != handle.id);
-        if entry.conns.len() == before {
-            return false;
-        }
-        metrics::gauge!("livechat_ws_connections").decrement(1.0);
-        if entry.conns.is_empty() {
-            shard.remove(&handle.user_id);
-            return true;
-        }
-        false
-    }
-
-    /// Users with a live connection on this node.
-    pub fn online_users(&self) -> Vec<i64> {
-        self.shards.iter().flat_map(|s| lock(s).keys().copied().collect::<Vec<_>>()).collect()
-    }
-
-    /// Whether the user has a live connection on this node.
-    pub fn is_online(&self, user_id: i64) -> bool {
-        self.shard(user_id).get(&user_id).is_some_and(|e| !e.conns.is_empty())
-    }
-
-    /// A membership was added: the user's live connections start receiving the room.
-    pub fn joined(&self, user_id: i64, room: i64, bus: &Bus) {
-        let conns = self.shard(user_id).get(&user_id).map(|e| e.conns.clone()).unwrap_or_default();
-        for c in conns {
-            if lock(&c.rooms).insert(room) {
-                let _ = c.conn.outbox.push(Out::Reset(room));
-                bus.subscribe(room, c.subscriber(), None);
-            }
-        }
-    }
-
-    /// A membership was removed: the user's live connections stop receiving the room.
-    pub fn left(&self, user_id: i64, room: i64, bus: &Bus) {
-        let conns = self.shard(user_id).get(&user_id).map(|e| e.conns.clone()).unwrap_or_default();
-        for c in conns {
-            if lock(&c.rooms).remove(&room) {
-                bus.unsubscribe(room, c.id);
-                let _ = c.conn.outbox.push(Out::Reset(room));
-            }
-        }
-    }
-
-    /// Typing throttle per user and room: true if this event may be relayed.
-    pub fn allow_typing(&self, user_id: i64, room: i64, per_sec: u32) -> bool {
-        let gap = Duration::from_secs(1) / per_sec.max(1);
-        let now = Instant::now();
-        let mut shard = self.shard(user_id);
-        let Some(entry) = shard.get_mut(&user_id) else { return false };
-        match entry.typing.get(&room) {
-            Some(last) if now.duration_since(*last) < gap => false,
-            _ => {
-                entry.typing.insert(room, now);
-                true
-            }
-        }
-    }
-}
+#[cfg(test)]
+mod tests;

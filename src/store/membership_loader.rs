@@ -10,9 +10,10 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::queries::Membership;
 use super::Store;
 use crate::error::StoreError;
+use crate::model::Membership;
+use crate::telemetry::names;
 
 /// Largest batch: bounds one query's array parameter and result.
 const BATCH_MAX: usize = 512;
@@ -58,7 +59,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Ask>) {
         ids.extend(batch.iter().map(|a| a.user_id));
         ids.sort_unstable();
         ids.dedup();
-        metrics::histogram!("livechat_ws_membership_batch_rows").record(ids.len() as f64);
+        metrics::histogram!(names::WS_MEMBERSHIP_BATCH_ROWS).record(ids.len() as f64);
         match store.memberships(&ids).await {
             Ok(found) => {
                 for ask in batch.drain(..) {

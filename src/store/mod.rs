@@ -1,10 +1,18 @@
-//! PostgreSQL: the connection pool, migrations, read queries, and the group-commit writer.
+//! PostgreSQL: the connection pool ([`Store`]), migrations, the queries of each table group
+//! ([`users`], [`rooms`], [`messages`]), batched membership look-ups, and the group-commit
+//! writer. Storage builds no frames and knows no connections: it reports committed rows
+//! through [`group_commit::CommitSink`].
 
-pub mod batcher;
+pub mod group_commit;
 pub mod membership_loader;
+pub mod messages;
 pub mod migrate;
-pub mod queries;
+pub mod rooms;
 pub mod tls;
+pub mod users;
+
+pub use messages::{HistoryMessage, Sender};
+pub use rooms::{Member, MyRoom, Room};
 
 use std::path::Path;
 use std::str::FromStr;
@@ -55,6 +63,29 @@ pub struct Store {
     pool: Pool,
 }
 
+/// Longest a single statement may run on a livechat connection.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A silently unreachable server (packets unanswered, no RST) is noticed within about this.
+const DEAD_PEER: Duration = Duration::from_secs(10);
+
+/// Settings that make a vanished PostgreSQL visible: TCP keepalives and a TCP user timeout (a
+/// write unacknowledged this long fails the socket), and a statement timeout for reads (the URL's
+/// own `options` are kept). Without them a SIGSTOPped or partitioned server holds a connection
+/// (and whoever waits on it) for the kernel's 15-minute retransmission limit.
+fn harden(cfg: &mut tokio_postgres::Config) {
+    cfg.keepalives(true)
+        .keepalives_idle(DEAD_PEER / 2)
+        .keepalives_interval(Duration::from_secs(2))
+        .keepalives_retries(3)
+        .tcp_user_timeout(DEAD_PEER);
+    let timeout = format!("-c statement_timeout={}", STATEMENT_TIMEOUT.as_millis());
+    let options = match cfg.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} {timeout}"),
+        _ => timeout,
+    };
+    cfg.options(&options);
+}
+
 /// Parses a `DATABASE_URL`, with a one-line error that never echoes the password.
 pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, StoreError> {
     tokio_postgres::Config::from_str(url)
@@ -78,6 +109,7 @@ impl Store {
         let tls::PgTarget { config: mut cfg, tls, .. } = tls::target(url, ca_file)?;
         cfg.connect_timeout(connect_timeout);
         cfg.application_name("livechat");
+        harden(&mut cfg);
         let manager = Manager(PostgresConnectionManager::new(cfg, tls));
         let pool = bb8::Pool::builder()
             .max_size(size.max(2))

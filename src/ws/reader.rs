@@ -1,5 +1,5 @@
 //! The connection's read side: fastwebsockets parses frames; this layer closes the RFC 6455
-//! gaps fastwebsockets 0.10 leaves open (DESIGN.md): unmasked client frames, control frames
+//! gaps fastwebsockets 0.10 leaves open: unmasked client frames, control frames
 //! over 125 bytes, fragmented messages past the size limit, UTF-8 across fragments, and it
 //! answers pings and close frames through the connection's single writer so byte order holds.
 
@@ -10,9 +10,8 @@ use bytes::{Bytes, BytesMut};
 use fastwebsockets::{OpCode, Payload, WebSocketError, WebSocketRead};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::ws::frame;
-use crate::ws::outbox::CloseReq;
-use crate::ws::writer::ConnShared;
+use crate::conn::{CloseReq, ConnState};
+use crate::wire::frame;
 
 /// A complete data message.
 #[derive(Debug)]
@@ -64,7 +63,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads until a complete message, answering control frames on the way.
     ///
     /// Not cancel-safe (fastwebsockets' `read_frame` is not): only drop it with the connection.
-    pub async fn next(&mut self, shared: &ConnShared) -> Result<Message, ReadEnd> {
+    pub async fn next(&mut self, shared: &ConnState) -> Result<Message, ReadEnd> {
         loop {
             let mut noop = |_| async { Ok::<(), std::io::Error>(()) };
             let mut frame = match self.ws.read_frame(&mut noop).await {
@@ -169,7 +168,7 @@ fn map_error(e: WebSocketError) -> ReadEnd {
 }
 
 /// The socket's read half with the bytes hyper had already read past the upgrade put back
-/// in front (taken out of hyper's buffer so that buffer is freed, DESIGN.md).
+/// in front (taken out of hyper's buffer so that buffer is freed; see `ws::finish_upgrade`).
 pub struct Prefixed<R> {
     prefix: Option<Bytes>,
     inner: R,

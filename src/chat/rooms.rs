@@ -1,0 +1,185 @@
+//! Membership changes, in one place: REST handlers call these, never the connection registry,
+//! so a change made here is reflected in this node's live connections (they start or stop
+//! receiving the room) in the same step as it is stored.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use crate::bus::Bus;
+use crate::error::{ApiError, StoreError};
+use crate::presence::Connections;
+use crate::store::{Room, Store};
+
+/// The membership writes the service makes.
+pub trait MembershipStore: Send + Sync + 'static {
+    /// Creates a room whose members are `creator` and `members` (all must exist: else
+    /// `StoreError::NotFound`).
+    fn create_room<'a>(
+        &'a self,
+        name: &'a str,
+        creator: i64,
+        members: &'a [i64],
+    ) -> BoxFuture<'a, Result<Room, StoreError>>;
+    /// Adds a member: `Ok(false)` if they already were one, `NotFound` for no such user.
+    fn add_member(&self, room_id: i64, user_id: i64) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Removes a member: `Ok(false)` if they were not one.
+    fn remove_member(&self, room_id: i64, user_id: i64) -> BoxFuture<'_, Result<bool, StoreError>>;
+}
+
+impl MembershipStore for Store {
+    fn create_room<'a>(
+        &'a self,
+        name: &'a str,
+        creator: i64,
+        members: &'a [i64],
+    ) -> BoxFuture<'a, Result<Room, StoreError>> {
+        Box::pin(Store::create_room(self, name, creator, members))
+    }
+
+    fn add_member(&self, room_id: i64, user_id: i64) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(Store::add_member(self, room_id, user_id))
+    }
+
+    fn remove_member(&self, room_id: i64, user_id: i64) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(Store::remove_member(self, room_id, user_id))
+    }
+}
+
+/// The rooms service.
+pub struct Rooms {
+    store: Arc<dyn MembershipStore>,
+    connections: Arc<Connections>,
+    bus: Arc<Bus>,
+}
+
+impl Rooms {
+    /// The service over `store`, moving `connections` in and out of rooms on `bus`.
+    pub fn new(store: Arc<dyn MembershipStore>, connections: Arc<Connections>, bus: Arc<Bus>) -> Self {
+        Self { store, connections, bus }
+    }
+
+    /// Creates a room; the creator and `members` join it (and their live connections).
+    pub async fn create(&self, name: &str, creator: i64, members: &[i64]) -> Result<Room, ApiError> {
+        let room = match self.store.create_room(name, creator, members).await {
+            Err(StoreError::NotFound) => return Err(ApiError::not_found("a listed member does not exist")),
+            r => r?,
+        };
+        for uid in members.iter().copied().chain([creator]) {
+            self.connections.joined(uid, room.id, &self.bus);
+        }
+        Ok(room)
+    }
+
+    /// Adds `user_id` to `room_id`: `Ok(false)` if they already were a member.
+    pub async fn add_member(&self, room_id: i64, user_id: i64) -> Result<bool, ApiError> {
+        let added = match self.store.add_member(room_id, user_id).await {
+            Err(StoreError::NotFound) => return Err(ApiError::not_found("no such user")),
+            r => r?,
+        };
+        self.connections.joined(user_id, room_id, &self.bus);
+        Ok(added)
+    }
+
+    /// Removes `user_id` from `room_id`; their live connections stop receiving it.
+    pub async fn remove_member(&self, room_id: i64, user_id: i64) -> Result<(), ApiError> {
+        if !self.store.remove_member(room_id, user_id).await? {
+            return Err(ApiError::not_found("not a member of this room"));
+        }
+        self.connections.left(user_id, room_id, &self.bus);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeSet, HashMap};
+    use std::sync::Mutex;
+
+    use chrono::Utc;
+
+    use super::*;
+    use crate::bus::NoHistory;
+    use crate::conn::ConnState;
+    use crate::model::Membership;
+    use crate::util::lock;
+
+    /// Rooms and their members in memory.
+    #[derive(Default)]
+    struct FakeStore {
+        rooms: Mutex<HashMap<i64, BTreeSet<i64>>>,
+    }
+
+    const USERS: [i64; 3] = [1, 2, 3];
+
+    impl MembershipStore for FakeStore {
+        fn create_room<'a>(
+            &'a self,
+            name: &'a str,
+            creator: i64,
+            members: &'a [i64],
+        ) -> BoxFuture<'a, Result<Room, StoreError>> {
+            Box::pin(async move {
+                if !members.iter().all(|m| USERS.contains(m)) {
+                    return Err(StoreError::NotFound);
+                }
+                let mut rooms = lock(&self.rooms);
+                let id = rooms.len() as i64 + 10;
+                rooms.insert(id, members.iter().copied().chain([creator]).collect());
+                Ok(Room { id, name: name.into(), created_at: Utc::now(), last_seq: 0 })
+            })
+        }
+
+        fn add_member(&self, room_id: i64, user_id: i64) -> BoxFuture<'_, Result<bool, StoreError>> {
+            Box::pin(async move {
+                if !USERS.contains(&user_id) {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(lock(&self.rooms).entry(room_id).or_default().insert(user_id))
+            })
+        }
+
+        fn remove_member(&self, room_id: i64, user_id: i64) -> BoxFuture<'_, Result<bool, StoreError>> {
+            Box::pin(async move { Ok(lock(&self.rooms).get_mut(&room_id).is_some_and(|m| m.remove(&user_id))) })
+        }
+    }
+
+    fn service() -> (Rooms, Arc<Connections>, Arc<Bus>) {
+        let connections = Arc::new(Connections::default());
+        let bus = Bus::new(Arc::new(NoHistory), None);
+        (Rooms::new(Arc::new(FakeStore::default()), connections.clone(), bus.clone()), connections, bus)
+    }
+
+    fn online(connections: &Connections, bus: &Bus, user: i64) -> Arc<crate::presence::ConnHandle> {
+        let general = [Membership { room_id: 1, member_count: 3, last_seq: 0 }];
+        connections.register(user, &general, Arc::new(ConnState::new(16)), 5, bus).unwrap().0
+    }
+
+    #[tokio::test]
+    async fn a_new_room_reaches_its_members_live_connections() {
+        let (rooms, connections, bus) = service();
+        let ann = online(&connections, &bus, 1);
+        let bob = online(&connections, &bus, 2);
+        let room = rooms.create("ops", 1, &[2]).await.unwrap();
+        assert!(ann.in_room(room.id) && bob.in_room(room.id));
+        assert_eq!(bus.subscriber_count(room.id), 2);
+        let err = rooms.create("x", 1, &[99]).await.unwrap_err();
+        assert_eq!(err.code, crate::error::ErrorCode::NotFound);
+    }
+
+    #[tokio::test]
+    async fn adding_and_removing_moves_live_connections() {
+        let (rooms, connections, bus) = service();
+        let carl = online(&connections, &bus, 3);
+        assert!(rooms.add_member(20, 3).await.unwrap());
+        assert!(!rooms.add_member(20, 3).await.unwrap(), "already a member");
+        assert!(carl.in_room(20));
+        rooms.remove_member(20, 3).await.unwrap();
+        assert!(!carl.in_room(20));
+        assert_eq!(bus.subscriber_count(20), 0);
+        let err = rooms.remove_member(20, 3).await.unwrap_err();
+        assert_eq!(err.code, crate::error::ErrorCode::NotFound);
+        let err = rooms.add_member(20, 42).await.unwrap_err();
+        assert_eq!(err.code, crate::error::ErrorCode::NotFound);
+    }
+}

@@ -1,0 +1,174 @@
+//! This node's live connections by user: the connections-per-user limit, who is online here,
+//! typing throttles, and moving live connections in and out of rooms when memberships change.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::bus::{Bus, Subscriber};
+use crate::conn::{ConnState, Out};
+use crate::model::Membership;
+use crate::telemetry::names;
+use crate::util::lock;
+
+const SHARDS: usize = 16;
+
+/// One live connection.
+pub struct ConnHandle {
+    /// Process-unique id.
+    pub id: u64,
+    /// Authenticated user.
+    pub user_id: i64,
+    /// Outbox and activity.
+    pub conn: Arc<ConnState>,
+    /// Rooms this connection receives (the user's memberships).
+    rooms: Mutex<HashSet<i64>>,
+}
+
+impl ConnHandle {
+    /// Whether the connection's user is a member of `room`.
+    pub fn in_room(&self, room: i64) -> bool {
+        lock(&self.rooms).contains(&room)
+    }
+
+    /// The connection's rooms.
+    pub fn rooms(&self) -> Vec<i64> {
+        lock(&self.rooms).iter().copied().collect()
+    }
+
+    fn subscriber(&self) -> Subscriber {
+        Subscriber { conn_id: self.id, user_id: self.user_id, conn: self.conn.clone() }
+    }
+}
+
+#[derive(Default)]
+struct UserEntry {
+    conns: Vec<Arc<ConnHandle>>,
+    /// Last relayed typing event per room.
+    typing: HashMap<i64, Instant>,
+}
+
+/// The connection would exceed `limits.connections_per_user`.
+#[derive(Debug)]
+pub struct TooManyConnections;
+
+/// All live connections of this node.
+pub struct Connections {
+    shards: Box<[Mutex<HashMap<i64, UserEntry>>]>,
+    next_id: AtomicU64,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), next_id: AtomicU64::new(1) }
+    }
+}
+
+impl Connections {
+    fn shard(&self, user: i64) -> MutexGuard<'_, HashMap<i64, UserEntry>> {
+        lock(&self.shards[(user.unsigned_abs() as usize) % SHARDS])
+    }
+
+    /// Registers a connection with its rooms and subscribes it on the bus. Returns the handle
+    /// and whether it is the user's first connection (presence goes online).
+    pub fn register(
+        &self,
+        user_id: i64,
+        rooms: &[Membership],
+        conn: Arc<ConnState>,
+        limit: usize,
+        bus: &Bus,
+    ) -> Result<(Arc<ConnHandle>, bool), TooManyConnections> {
+        let handle = Arc::new(ConnHandle {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            user_id,
+            conn,
+            rooms: Mutex::new(rooms.iter().map(|m| m.room_id).collect()),
+        });
+        let first = {
+            let mut shard = self.shard(user_id);
+            let entry = shard.entry(user_id).or_default();
+            if entry.conns.len() >= limit {
+                if entry.conns.is_empty() {
+                    shard.remove(&user_id);
+                }
+                return Err(TooManyConnections);
+            }
+            entry.conns.push(handle.clone());
+            entry.conns.len() == 1
+        };
+        for m in rooms {
+            bus.subscribe(m.room_id, handle.subscriber(), Some(m.last_seq));
+        }
+        metrics::gauge!(names::WS_CONNECTIONS).increment(1.0);
+        Ok((handle, first))
+    }
+
+    /// Removes a connection; returns whether it was the user's last (presence goes offline).
+    pub fn unregister(&self, handle: &ConnHandle, bus: &Bus) -> bool {
+        for room in handle.rooms() {
+            bus.unsubscribe(room, handle.id);
+        }
+        let mut shard = self.shard(handle.user_id);
+        let Some(entry) = shard.get_mut(&handle.user_id) else { return false };
+        let before = entry.conns.len();
+        entry.conns.retain(|c| c.id != handle.id);
+        if entry.conns.len() == before {
+            return false;
+        }
+        metrics::gauge!(names::WS_CONNECTIONS).decrement(1.0);
+        if entry.conns.is_empty() {
+            shard.remove(&handle.user_id);
+            return true;
+        }
+        false
+    }
+
+    /// Users with a live connection on this node.
+    pub fn online_users(&self) -> Vec<i64> {
+        self.shards.iter().flat_map(|s| lock(s).keys().copied().collect::<Vec<_>>()).collect()
+    }
+
+    /// Whether the user has a live connection on this node.
+    pub fn is_online(&self, user_id: i64) -> bool {
+        self.shard(user_id).get(&user_id).is_some_and(|e| !e.conns.is_empty())
+    }
+
+    /// A membership was added: the user's live connections start receiving the room.
+    pub fn joined(&self, user_id: i64, room: i64, bus: &Bus) {
+        let conns = self.shard(user_id).get(&user_id).map(|e| e.conns.clone()).unwrap_or_default();
+        for c in conns {
+            if lock(&c.rooms).insert(room) {
+                let _ = c.conn.outbox.push(Out::Reset(room));
+                bus.subscribe(room, c.subscriber(), None);
+            }
+        }
+    }
+
+    /// A membership was removed: the user's live connections stop receiving the room.
+    pub fn left(&self, user_id: i64, room: i64, bus: &Bus) {
+        let conns = self.shard(user_id).get(&user_id).map(|e| e.conns.clone()).unwrap_or_default();
+        for c in conns {
+            if lock(&c.rooms).remove(&room) {
+                bus.unsubscribe(room, c.id);
+                let _ = c.conn.outbox.push(Out::Reset(room));
+            }
+        }
+    }
+
+    /// Typing throttle per user and room: true if this event may be relayed.
+    pub fn allow_typing(&self, user_id: i64, room: i64, per_sec: u32) -> bool {
+        let gap = Duration::from_secs(1) / per_sec.max(1);
+        let now = Instant::now();
+        let mut shard = self.shard(user_id);
+        let Some(entry) = shard.get_mut(&user_id) else { return false };
+        match entry.typing.get(&room) {
+            Some(last) if now.duration_since(*last) < gap => false,
+            _ => {
+                entry.typing.insert(room, now);
+                true
+            }
+        }
+    }
+}

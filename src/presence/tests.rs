@@ -1,0 +1,113 @@
+//! Presence and the connection registry with an in-memory bus (no database, no Redis).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::bus::NoHistory;
+use crate::conn::{ConnState, Out};
+use crate::model::Membership;
+
+fn local() -> Arc<Local> {
+    Arc::new(Local {
+        connections: Arc::new(Connections::default()),
+        bus: Bus::new(Arc::new(NoHistory), None),
+        // Never connected: only a dead node's reaping reads it, and there is no cluster here.
+        store: Store::new("postgres://t@127.0.0.1:1/t", 1, Duration::from_millis(10)).unwrap(),
+        max_room_members: 200,
+    })
+}
+
+fn member(room_id: i64) -> Membership {
+    Membership { room_id, member_count: 2, last_seq: 0 }
+}
+
+fn drain(conn: &ConnState) -> Vec<Out> {
+    let mut items = Vec::new();
+    conn.outbox.drain(&mut items, usize::MAX);
+    items
+}
+
+fn frames(conn: &ConnState) -> Vec<serde_json::Value> {
+    drain(conn)
+        .into_iter()
+        .filter_map(|o| match o {
+            Out::Frame(f) => Some(payload(&f)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn payload(frame: &Bytes) -> serde_json::Value {
+    serde_json::from_slice(&frame[2..]).unwrap()
+}
+
+fn connect(l: &Local, user: i64, rooms: &[i64]) -> (Arc<ConnHandle>, bool) {
+    let ms: Vec<Membership> = rooms.iter().copied().map(member).collect();
+    l.connections.register(user, &ms, Arc::new(ConnState::new(64)), 2, &l.bus).unwrap()
+}
+
+#[tokio::test]
+async fn first_and_last_connection_and_the_per_user_limit() {
+    let l = local();
+    let (a, first) = connect(&l, 7, &[1]);
+    assert!(first);
+    let (b, first) = connect(&l, 7, &[1]);
+    assert!(!first, "second connection of the same user");
+    let over = l.connections.register(7, &[member(1)], Arc::new(ConnState::new(4)), 2, &l.bus);
+    assert!(matches!(over, Err(TooManyConnections)));
+    assert!(l.connections.is_online(7));
+    assert_eq!(l.bus.subscriber_count(1), 2);
+    assert!(!l.connections.unregister(&a, &l.bus), "b is still open");
+    assert!(l.connections.unregister(&b, &l.bus), "the last one closed");
+    assert!(!l.connections.is_online(7));
+    assert_eq!(l.bus.subscriber_count(1), 0, "no subscription leaks");
+}
+
+#[tokio::test]
+async fn joining_and_leaving_moves_live_connections() {
+    let l = local();
+    let (c, _) = connect(&l, 3, &[1]);
+    l.connections.joined(3, 9, &l.bus);
+    assert!(c.in_room(9));
+    assert_eq!(l.bus.subscriber_count(9), 1);
+    assert!(drain(&c.conn).iter().any(|o| matches!(o, Out::Reset(9))), "the stream order forgets room 9");
+    l.connections.joined(3, 9, &l.bus);
+    assert_eq!(l.bus.subscriber_count(9), 1, "joining twice subscribes once");
+    l.connections.left(3, 9, &l.bus);
+    assert!(!c.in_room(9));
+    assert_eq!(l.bus.subscriber_count(9), 0);
+    l.connections.joined(4, 9, &l.bus);
+    assert_eq!(l.bus.subscriber_count(9), 0, "a user with no live connection subscribes nothing");
+}
+
+#[tokio::test]
+async fn typing_is_throttled_per_user_and_room() {
+    let l = local();
+    let _c = connect(&l, 5, &[1, 2]);
+    assert!(l.connections.allow_typing(5, 1, 1));
+    assert!(!l.connections.allow_typing(5, 1, 1), "within a second");
+    assert!(l.connections.allow_typing(5, 2, 1), "another room has its own throttle");
+    assert!(!l.connections.allow_typing(6, 1, 1), "a user without a connection relays nothing");
+}
+
+#[tokio::test]
+async fn node_local_presence_reaches_the_other_members_only() {
+    let l = local();
+    let presence = Presence::local(l.clone());
+    let (watcher, _) = connect(&l, 1, &[4]);
+    let (me, _) = connect(&l, 2, &[4]);
+    presence.went_online(2, vec![4]);
+    let got = frames(&watcher.conn);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["type"], "presence");
+    assert_eq!(got[0]["user_id"], 2);
+    assert_eq!(got[0]["online"], true);
+    assert!(frames(&me.conn).is_empty(), "not to the user's own connections");
+    presence.went_offline(2, vec![4]);
+    assert_eq!(frames(&watcher.conn)[0]["online"], false);
+    let online = presence.online_among([1, 2, 3]).await;
+    assert_eq!(online, [1, 2].into_iter().collect());
+}

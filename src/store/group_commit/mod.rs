@@ -1,0 +1,248 @@
+//! The group-commit writer for messages and receipts.
+//!
+//! The store builds no frames and knows no connections: committed rows, idempotent repeats and
+//! refusals are reported through a [`CommitSink`] that the chat layer implements.
+//!
+//! One task drains everything queued and writes it in ONE transaction, then publishes the
+//! committed rows to the bus. No timer: under light load a batch is one message and latency is
+//! one round trip; under load batches grow to `storage.batch_max` while the previous one
+//! commits. Per-room seqs are reserved inside the transaction (`UPDATE rooms ... RETURNING`), so
+//! seq order is commit order. Durable before visible: nothing is published before COMMIT.
+//!
+//! `storage.writers` such tasks run side by side, each on its own connection, and a room
+//! always goes to the same one (`room_id % writers`). One writer leaves PostgreSQL idle while
+//! its COMMIT waits for the WAL flush; two overlap one's flush with the other's inserts. The
+//! partition keeps everything that orders a room (its seqs, its receipts, the order of one
+//! connection's sends) on one task, so no cross-writer ordering is needed.
+
+mod plan;
+mod sql;
+mod task;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::Store;
+use crate::error::{ApiError, StoreError};
+use crate::model::{Message, ReceiptState};
+use crate::telemetry::names;
+
+pub use task::Batcher;
+
+/// What to write.
+#[derive(Debug)]
+pub enum Write {
+    /// A new message.
+    Message {
+        /// Room (membership already checked).
+        room_id: i64,
+        /// Author.
+        sender_id: i64,
+        /// Text.
+        content: String,
+        /// Idempotency key.
+        client_msg_id: Option<String>,
+    },
+    /// A receipt: advance `user_id`'s watermarks in the room up to `seq`.
+    Receipt {
+        /// Room of the message.
+        room_id: i64,
+        /// Reporter.
+        user_id: i64,
+        /// The message reported.
+        message_id: i64,
+        /// Its seq.
+        seq: i64,
+        /// Its author (their own receipts do not set the booleans).
+        sender_id: i64,
+        /// Delivered.
+        delivered: bool,
+        /// Read.
+        read: bool,
+    },
+}
+
+impl Write {
+    /// The room the write belongs to (it picks the writer task).
+    pub fn room_id(&self) -> i64 {
+        match self {
+            Write::Message { room_id, .. } | Write::Receipt { room_id, .. } => *room_id,
+        }
+    }
+}
+
+/// Where the outcome of committed batches goes. Called by the writer task after COMMIT, never
+/// under a lock; implementations must not block.
+pub trait CommitSink: Send + Sync + 'static {
+    /// Who asked for a write: answered when the write stored nothing new or failed.
+    type Reply: Send + 'static;
+
+    /// New messages of one batch, committed, in (room, seq) order.
+    fn messages(&self, new: &[Message]);
+    /// Receipts of one batch, committed.
+    fn receipts(&self, receipts: &[ReceiptState]);
+    /// A write that stored nothing new: `original` is the message stored before (idempotency).
+    fn repeat(&self, reply: &Self::Reply, original: &Message);
+    /// A write refused or not confirmed (`unavailable`: retry with the same `client_msg_id`).
+    fn failed(&self, reply: &Self::Reply, error: &ApiError);
+    /// A batch whose COMMIT outcome is unknown touched these rooms: whatever did commit must
+    /// still reach their members (not only the senders' retries).
+    fn unconfirmed(&self, rooms: &[i64]);
+}
+
+/// A queued write, its submitter and its deadline.
+pub struct Request<R> {
+    write: Write,
+    reply: R,
+    deadline: Instant,
+}
+
+/// Handle to submit writes. Cheap to clone.
+pub struct Writer<R> {
+    /// One queue per writer task; a room's writes always go to `room_id % len`.
+    tx: Arc<[mpsc::Sender<Request<R>>]>,
+    timeout: Duration,
+    depth: Arc<AtomicU64>,
+}
+
+impl<R> Clone for Writer<R> {
+    fn clone(&self) -> Self {
+        Self { tx: self.tx.clone(), timeout: self.timeout, depth: self.depth.clone() }
+    }
+}
+
+/// Retry hint sent with `unavailable`.
+const RETRY_AFTER_MS: u64 = 1000;
+
+impl<R> Writer<R> {
+    /// Queues a write; a full queue answers `unavailable` at once (backpressure, not loss).
+    pub fn submit(&self, write: Write, reply: R) -> Result<(), ApiError> {
+        let lane = self.tx.len().max(1);
+        let tx = &self.tx[write.room_id().rem_euclid(lane as i64) as usize];
+        let req = Request { write, reply, deadline: Instant::now() + self.timeout };
+        match tx.try_send(req) {
+            Ok(()) => {
+                self.depth.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(_) => {
+                metrics::counter!(names::STORAGE_UNAVAILABLE_TOTAL).increment(1);
+                Err(ApiError::unavailable("the write queue is full, retry later", RETRY_AFTER_MS))
+            }
+        }
+    }
+
+    /// Writes queued and not yet committed.
+    pub fn depth(&self) -> u64 {
+        self.depth.load(Ordering::Relaxed)
+    }
+}
+
+/// The group commit's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Writer tasks (`storage.writers`), each on its own connection.
+    pub writers: usize,
+    /// Writes queued at most, over all writers (`storage.queue_max`).
+    pub queue_max: usize,
+    /// Writes per transaction at most (`storage.batch_max`).
+    pub batch_max: usize,
+    /// Deadline of a queued write and of one commit (`storage.write_timeout_ms`).
+    pub timeout: Duration,
+    /// Write one `notify_outbox` row per new message in its batch (notifications are on).
+    pub outbox: bool,
+}
+
+/// Creates the writer handle and its `writers` tasks (run each with [`Batcher::run`]).
+/// `committed` is notified after a commit that wrote outbox rows (the notification relay waits
+/// on it).
+pub fn new<S: CommitSink>(
+    store: Store,
+    sink: Arc<S>,
+    settings: &Settings,
+    committed: Arc<tokio::sync::Notify>,
+) -> (Writer<S::Reply>, Vec<Batcher<S>>) {
+    let writers = settings.writers.max(1);
+    let depth = Arc::new(AtomicU64::new(0));
+    let (txs, batchers): (Vec<_>, Vec<_>) = (0..writers)
+        .map(|_| {
+            let (tx, rx) = mpsc::channel((settings.queue_max / writers).max(1));
+            let batcher = Batcher::new(rx, store.clone(), sink.clone(), settings, depth.clone(), committed.clone());
+            (tx, batcher)
+        })
+        .unzip();
+    (Writer { tx: txs.into(), timeout: settings.timeout, depth }, batchers)
+}
+
+/// How an attempt to commit a batch failed.
+enum Failure {
+    /// Nothing was committed (failed before COMMIT): safe to retry.
+    Retry(StoreError),
+    /// The outcome is unknown (COMMIT itself failed or timed out).
+    Unknown(StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(room_id: i64) -> Write {
+        Write::Message { room_id, sender_id: 1, content: "x".into(), client_msg_id: None }
+    }
+
+    struct NoSink;
+
+    impl CommitSink for NoSink {
+        type Reply = ();
+        fn messages(&self, _: &[Message]) {}
+        fn receipts(&self, _: &[ReceiptState]) {}
+        fn repeat(&self, _: &(), _: &Message) {}
+        fn failed(&self, _: &(), _: &ApiError) {}
+        fn unconfirmed(&self, _: &[i64]) {}
+    }
+
+    /// A room's writes always reach the same writer task: that is what keeps its seqs, its
+    /// receipts and one connection's sends in order with several writers.
+    #[tokio::test]
+    async fn a_room_always_goes_to_the_same_writer() {
+        let store = Store::new("postgres://u@127.0.0.1:1/db", 2, Duration::from_millis(10)).unwrap();
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let settings =
+            Settings { writers: 3, queue_max: 300, batch_max: 10, timeout: Duration::from_secs(5), outbox: false };
+        let (writer, mut lanes) = new(store, Arc::new(NoSink), &settings, notify);
+        assert_eq!(lanes.len(), 3);
+        for room in [0, 1, 2, 3, 4, 5, 7, -2] {
+            writer.submit(message(room), ()).unwrap();
+        }
+        let receipt = Write::Receipt {
+            room_id: 4,
+            user_id: 2,
+            message_id: 9,
+            seq: 1,
+            sender_id: 1,
+            delivered: true,
+            read: false,
+        };
+        writer.submit(receipt, ()).unwrap();
+        assert_eq!(writer.depth(), 9);
+        let seen: Vec<Vec<i64>> = lanes.iter_mut().map(|lane| lane.queued_rooms()).collect();
+        assert_eq!(seen, vec![vec![0, 3], vec![1, 4, 7, -2, 4], vec![2, 5]]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_unavailable() {
+        let store = Store::new("postgres://u@127.0.0.1:1/db", 2, Duration::from_millis(10)).unwrap();
+        let settings =
+            Settings { writers: 1, queue_max: 2, batch_max: 10, timeout: Duration::from_secs(5), outbox: false };
+        let (writer, _lanes) = new(store, Arc::new(NoSink), &settings, Arc::new(tokio::sync::Notify::new()));
+        writer.submit(message(1), ()).unwrap();
+        writer.submit(message(1), ()).unwrap();
+        let err = writer.submit(message(1), ()).unwrap_err();
+        assert_eq!(err.code, crate::error::ErrorCode::Unavailable);
+        assert_eq!(err.retry_after_ms, Some(RETRY_AFTER_MS));
+    }
+}
