@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::timeout;
 
-use super::free_port;
+use super::{free_port, send_signal};
 
 /// Whether the tests run as root (effective uid 0): PostgreSQL refuses to, so its tools then
 /// run as the `postgres` OS user (via `runuser`) and the files they need must belong to it.
@@ -130,6 +130,49 @@ impl PrivatePg {
         let out = self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "-t", "30", "stop"]).await;
         assert!(out.status.success(), "pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
         self.running = false;
+    }
+}
+
+/// PostgreSQL's processes stopped with SIGSTOP (packets unanswered, no RST: a server that
+/// vanished without a trace); SIGCONT when dropped, whatever the test did.
+pub struct Frozen {
+    pids: Vec<i32>,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            send_signal(pid, "CONT");
+        }
+    }
+}
+
+impl PrivatePg {
+    /// The postmaster (first line of `postmaster.pid`) and every process it started.
+    fn pids(&self) -> Vec<i32> {
+        let pidfile = self.dir.path().join("data/postmaster.pid");
+        let text = std::fs::read_to_string(&pidfile).expect("postmaster.pid");
+        let master: i32 = text.lines().next().and_then(|l| l.trim().parse().ok()).expect("postmaster pid");
+        let mut pids = vec![master];
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // `pid (comm) state ppid ...`; comm may contain spaces, so split after its `)`.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+            if ppid == Some(master) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Stops every PostgreSQL process with SIGSTOP until the guard is dropped.
+    pub fn freeze(&self) -> Frozen {
+        let pids = self.pids();
+        for &pid in &pids {
+            assert!(send_signal(pid, "STOP"), "SIGSTOP {pid}");
+        }
+        Frozen { pids }
     }
 }
 
