@@ -25,6 +25,9 @@ pub enum StoreError {
     /// Anything else PostgreSQL said.
     #[error("database error: {0}")]
     Db(String),
+    /// The write would pass a configured limit.
+    #[error("limit: {0}")]
+    Limit(String),
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -114,12 +117,25 @@ pub struct ApiError {
     pub message: String,
     /// For `rate_limited` and `unavailable`.
     pub retry_after_ms: Option<u64>,
+    /// REST status when it is not the code's usual one (a limit on a request's meaning rather
+    /// than its size is 400 `too_large`).
+    pub status: Option<u16>,
 }
 
 impl ApiError {
     /// An error with a code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), retry_after_ms: None }
+        Self { code, message: message.into(), retry_after_ms: None, status: None }
+    }
+
+    /// The HTTP status of this error over REST.
+    pub fn http_status(&self) -> u16 {
+        self.status.unwrap_or_else(|| self.code.http_status())
+    }
+
+    /// 400 `too_large`: a count past a configured limit (rooms per user, members at creation).
+    pub fn limit(message: impl Into<String>) -> Self {
+        Self { status: Some(400), ..Self::new(ErrorCode::TooLarge, message) }
     }
 
     /// `bad_request`.
@@ -154,6 +170,7 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(_) => ApiError::unavailable("storage is unavailable, retry later", 1000),
             StoreError::NotFound => ApiError::not_found("not found"),
             StoreError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
+            StoreError::Limit(m) => ApiError::limit(m),
             StoreError::Db(m) => {
                 tracing::error!(error = %m, "Database error.");
                 ApiError::new(ErrorCode::Internal, "internal error")

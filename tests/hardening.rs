@@ -74,7 +74,9 @@ async fn a_client_that_stops_reading_is_dropped_by_the_write_deadline() {
     let (_, flood_token) = s.create_user("flood").await;
     let _stuck = RawWs::connect_opts(s.addr, &stuck_token, Some(4096)).await;
     let mut flood = s.ws_ready(&flood_token).await;
-    let online = |body: &Value| body.as_array().is_some_and(|m| m.iter().any(|x| x["user_id"] == stuck_id && x["online"] == true));
+    let online = |body: &Value| {
+        body.as_array().is_some_and(|m| m.iter().any(|x| x["user_id"] == stuck_id && x["online"] == true))
+    };
     assert!(online(&s.get_json("/v1/rooms/1/members", &flood_token).await.body), "registered");
 
     // ~8 MB to the client that never reads: far more than the socket buffers hold.
@@ -133,7 +135,8 @@ async fn sync_room_keys_must_be_canonical_and_bounded() {
     let s = TestServer::start(&[("LIVECHAT_SYNC__MAX_ROOMS", "3")]).await;
     let (_, token) = s.create_user("syncer").await;
     let mut c = s.ws_ready(&token).await;
-    for rooms in [json!({"01": 0}), json!({"+1": 0}), json!({" 1": 0}), json!({"1": -1}), json!({"1": 9007199254740993i64})]
+    for rooms in
+        [json!({"01": 0}), json!({"+1": 0}), json!({" 1": 0}), json!({"1": -1}), json!({"1": 9007199254740993i64})]
     {
         c.send_json(json!({"type": "sync", "rooms": rooms})).await;
         assert_ws_error(&c.recv_type("error").await, "bad_request");

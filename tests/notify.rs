@@ -582,3 +582,35 @@ async fn redis_queue_trims_only_acknowledged_entries_and_refuses_above_cap() {
     assert_eq!(q.maintain().await.unwrap(), 1);
     redis_cleanup(&p).await;
 }
+
+/// The dead letters are capped at the queue's bound (MAXLEN is safe there: no group reads
+/// them), the oldest dropped first; the gauge reports what is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_dead_letters_are_capped_oldest_first() {
+    use livechat::notify::queue::{Cursor, Outcome};
+    use livechat::notify::Queue;
+    let p = notify_key_prefix();
+    let link = Arc::new(livechat::redis_link::RedisLink::new(&redis_url()).unwrap());
+    // cap 3, one attempt: every failure is a dead letter.
+    let q = Queue::redis(link, &p, 3, 1, 10);
+    let mut cursor = Cursor::default();
+    for round in 0..3 {
+        let ids: Vec<i64> = (1..=3).map(|k| round * 3 + k).collect();
+        q.enqueue(&ids.iter().copied().map(job).collect::<Vec<_>>(), false).await.unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + RECV_TIMEOUT;
+        while got.len() < 3 {
+            assert!(Instant::now() < deadline, "jobs never delivered");
+            got.extend(q.fetch("c1", 3 - got.len(), Duration::from_millis(100), &mut cursor).await.unwrap());
+        }
+        let failed: Vec<_> = got.into_iter().map(|d| (d, Outcome::Failed("sink down".into()))).collect();
+        q.settle(&failed).await.unwrap();
+        q.maintain().await.unwrap();
+    }
+    let (dead, total) = q.dead_letters(100).await.unwrap();
+    assert_eq!(total, 3, "nine failures, three kept");
+    let mut kept: Vec<i64> = dead.iter().map(|d| d.job.message_id).collect();
+    kept.sort_unstable();
+    assert_eq!(kept, vec![7, 8, 9], "the newest are kept");
+    redis_cleanup(&p).await;
+}

@@ -374,3 +374,65 @@ async fn healthz_is_public() {
     let r = s.get_anon("/readyz").await;
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+// --- bounds on memberships -------------------------------------------------------------------
+
+#[tokio::test]
+async fn rooms_per_user_and_members_at_creation_are_bounded() {
+    let s =
+        TestServer::start(&[("LIVECHAT_LIMITS__ROOMS_PER_USER", "3"), ("LIVECHAT_LIMITS__ROOM_CREATE_MEMBERS", "2")])
+            .await;
+    let (ann, t_ann) = s.create_user("ann").await;
+    let (bob, _) = s.create_user("bob").await;
+    let (cat, _) = s.create_user("cat").await;
+    let (dan, t_dan) = s.create_user("dan").await;
+    // Three members listed: past room_create_members.
+    s.post_json("/v1/rooms", &t_ann, json!({"name": "big", "members": [bob, cat, dan]}))
+        .await
+        .assert_error(400, "too_large");
+    // ann is in room 1; two more rooms make three.
+    s.create_room(&t_ann, "r2", &[]).await;
+    let r3 = s.create_room(&t_ann, "r3", &[]).await;
+    s.post_json("/v1/rooms", &t_ann, json!({"name": "r4", "members": []})).await.assert_error(400, "too_large");
+    // dan cannot add ann to a fourth room either; a member already in it changes nothing.
+    let r_dan = s.create_room(&t_dan, "dans", &[]).await;
+    s.post_json(&format!("/v1/rooms/{r_dan}/members"), &t_dan, json!({"user_id": ann}))
+        .await
+        .assert_error(400, "too_large");
+    let again = s.post_json(&format!("/v1/rooms/{r3}/members"), &t_ann, json!({"user_id": ann})).await;
+    assert_eq!(again.status, 200, "already a member: {}", again.text);
+}
+
+#[tokio::test]
+async fn members_are_paged_by_user_id() {
+    let s = TestServer::start(&[]).await;
+    let (_, t_owner) = s.create_user("owner").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(s.create_user(&format!("m{i}")).await.0);
+    }
+    let room = s.create_room(&t_owner, "paged", &ids).await;
+    let page = |after: i64| {
+        let path = format!("/v1/rooms/{room}/members?limit=2&after_user_id={after}");
+        let s = &s;
+        let t = t_owner.clone();
+        async move { s.get_json(&path, &t).await.body }
+    };
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let body = page(after).await;
+        let got: Vec<i64> =
+            body.as_array().expect("array").iter().map(|m| m["user_id"].as_i64().expect("id")).collect();
+        assert!(got.len() <= 2);
+        if got.is_empty() {
+            break;
+        }
+        after = *got.last().expect("last");
+        seen.extend(got);
+    }
+    assert_eq!(seen.len(), 6, "owner and five members, each once: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "ordered by user id");
+    s.get_json(&format!("/v1/rooms/{room}/members?limit=0"), &t_owner).await.assert_error(400, "bad_request");
+    s.get_json(&format!("/v1/rooms/{room}/members?after_user_id=-1"), &t_owner).await.assert_error(400, "bad_request");
+}

@@ -19,10 +19,11 @@ use futures_util::future::BoxFuture;
 use crate::bus::{Bus, History};
 use crate::config::LimitsConfig;
 use crate::error::StoreError;
+use crate::model::Membership;
 use crate::model::MessageMeta;
 use crate::presence::Presence;
+use crate::store::batch_loader::BatchLoader;
 use crate::store::group_commit::Writer;
-use crate::store::membership_loader::MembershipLoader;
 use crate::store::Store;
 pub use connect::Connected;
 pub use publisher::{Ack, Publisher};
@@ -36,9 +37,30 @@ pub trait Reads: History {
     fn message_meta(&self, message_id: i64) -> BoxFuture<'_, Result<Option<MessageMeta>, StoreError>>;
 }
 
-impl Reads for Store {
+/// The server's reads: replays straight from PostgreSQL, receipt look-ups batched (one query
+/// for all the receipts in flight, however many a connection sends).
+pub struct StoreReads {
+    /// Replays.
+    pub store: Store,
+    /// Receipt look-ups.
+    pub metas: BatchLoader<MessageMeta>,
+}
+
+impl History for StoreReads {
+    fn between(
+        &self,
+        room: i64,
+        after: i64,
+        before: i64,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<crate::model::Message>, StoreError>> {
+        self.store.between(room, after, before, limit)
+    }
+}
+
+impl Reads for StoreReads {
     fn message_meta(&self, message_id: i64) -> BoxFuture<'_, Result<Option<MessageMeta>, StoreError>> {
-        Box::pin(Store::message_meta(self, message_id))
+        Box::pin(self.metas.load(message_id))
     }
 }
 
@@ -66,7 +88,7 @@ pub struct Chat {
     /// Online state and this node's connections.
     presence: Arc<Presence>,
     /// Batched membership look-ups for new connections.
-    memberships: MembershipLoader,
+    memberships: BatchLoader<Vec<Membership>>,
     /// Membership changes.
     rooms: Rooms,
     settings: Settings,
@@ -88,7 +110,7 @@ pub struct Parts {
     /// Online state and this node's connections.
     pub presence: Arc<Presence>,
     /// Batched membership look-ups.
-    pub memberships: MembershipLoader,
+    pub memberships: BatchLoader<Vec<Membership>>,
     /// Membership changes.
     pub rooms: Rooms,
 }

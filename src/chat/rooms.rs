@@ -14,15 +14,17 @@ use crate::store::{Room, Store};
 /// The membership writes the service makes.
 pub trait MembershipStore: Send + Sync + 'static {
     /// Creates a room whose members are `creator` and `members` (all must exist: else
-    /// `StoreError::NotFound`).
+    /// `StoreError::NotFound`; none may be in `max_rooms` rooms already: else `Limit`).
     fn create_room<'a>(
         &'a self,
         name: &'a str,
         creator: i64,
         members: &'a [i64],
+        max_rooms: i64,
     ) -> BoxFuture<'a, Result<Room, StoreError>>;
-    /// Adds a member: `Ok(false)` if they already were one, `NotFound` for no such user.
-    fn add_member(&self, room_id: i64, user_id: i64) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Adds a member: `Ok(false)` if they already were one, `NotFound` for no such user,
+    /// `Limit` past `max_rooms`.
+    fn add_member(&self, room_id: i64, user_id: i64, max_rooms: i64) -> BoxFuture<'_, Result<bool, StoreError>>;
     /// Removes a member: `Ok(false)` if they were not one.
     fn remove_member(&self, room_id: i64, user_id: i64) -> BoxFuture<'_, Result<bool, StoreError>>;
 }
@@ -33,12 +35,13 @@ impl MembershipStore for Store {
         name: &'a str,
         creator: i64,
         members: &'a [i64],
+        max_rooms: i64,
     ) -> BoxFuture<'a, Result<Room, StoreError>> {
-        Box::pin(Store::create_room(self, name, creator, members))
+        Box::pin(Store::create_room(self, name, creator, members, max_rooms))
     }
 
-    fn add_member(&self, room_id: i64, user_id: i64) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(Store::add_member(self, room_id, user_id))
+    fn add_member(&self, room_id: i64, user_id: i64, max_rooms: i64) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(Store::add_member(self, room_id, user_id, max_rooms))
     }
 
     fn remove_member(&self, room_id: i64, user_id: i64) -> BoxFuture<'_, Result<bool, StoreError>> {
@@ -46,22 +49,41 @@ impl MembershipStore for Store {
     }
 }
 
+/// The membership limits (`[limits]`).
+#[derive(Debug, Clone, Copy)]
+pub struct RoomLimits {
+    /// `limits.rooms_per_user`: rooms one user may be a member of.
+    pub rooms_per_user: i64,
+    /// `limits.room_create_members`: members listed when a room is created.
+    pub create_members: usize,
+}
+
 /// The rooms service.
 pub struct Rooms {
     store: Arc<dyn MembershipStore>,
     connections: Arc<Connections>,
     bus: Arc<Bus>,
+    limits: RoomLimits,
 }
 
 impl Rooms {
     /// The service over `store`, moving `connections` in and out of rooms on `bus`.
-    pub fn new(store: Arc<dyn MembershipStore>, connections: Arc<Connections>, bus: Arc<Bus>) -> Self {
-        Self { store, connections, bus }
+    pub fn new(
+        store: Arc<dyn MembershipStore>,
+        connections: Arc<Connections>,
+        bus: Arc<Bus>,
+        limits: RoomLimits,
+    ) -> Self {
+        Self { store, connections, bus, limits }
     }
 
     /// Creates a room; the creator and `members` join it (and their live connections).
     pub async fn create(&self, name: &str, creator: i64, members: &[i64]) -> Result<Room, ApiError> {
-        let room = match self.store.create_room(name, creator, members).await {
+        if members.len() > self.limits.create_members {
+            let max = self.limits.create_members;
+            return Err(ApiError::limit(format!("at most {max} members at creation (limits.room_create_members)")));
+        }
+        let room = match self.store.create_room(name, creator, members, self.limits.rooms_per_user).await {
             Err(StoreError::NotFound) => return Err(ApiError::not_found("a listed member does not exist")),
             r => r?,
         };
@@ -73,7 +95,7 @@ impl Rooms {
 
     /// Adds `user_id` to `room_id`: `Ok(false)` if they already were a member.
     pub async fn add_member(&self, room_id: i64, user_id: i64) -> Result<bool, ApiError> {
-        let added = match self.store.add_member(room_id, user_id).await {
+        let added = match self.store.add_member(room_id, user_id, self.limits.rooms_per_user).await {
             Err(StoreError::NotFound) => return Err(ApiError::not_found("no such user")),
             r => r?,
         };
@@ -118,6 +140,7 @@ mod tests {
             name: &'a str,
             creator: i64,
             members: &'a [i64],
+            _max_rooms: i64,
         ) -> BoxFuture<'a, Result<Room, StoreError>> {
             Box::pin(async move {
                 if !members.iter().all(|m| USERS.contains(m)) {
@@ -130,7 +153,7 @@ mod tests {
             })
         }
 
-        fn add_member(&self, room_id: i64, user_id: i64) -> BoxFuture<'_, Result<bool, StoreError>> {
+        fn add_member(&self, room_id: i64, user_id: i64, _max_rooms: i64) -> BoxFuture<'_, Result<bool, StoreError>> {
             Box::pin(async move {
                 if !USERS.contains(&user_id) {
                     return Err(StoreError::NotFound);
@@ -147,7 +170,8 @@ mod tests {
     fn service() -> (Rooms, Arc<Connections>, Arc<Bus>) {
         let connections = Arc::new(Connections::default());
         let bus = Bus::new(Arc::new(NoHistory), None);
-        (Rooms::new(Arc::new(FakeStore::default()), connections.clone(), bus.clone()), connections, bus)
+        let limits = RoomLimits { rooms_per_user: 10, create_members: 2 };
+        (Rooms::new(Arc::new(FakeStore::default()), connections.clone(), bus.clone(), limits), connections, bus)
     }
 
     fn online(connections: &Connections, bus: &Bus, user: i64) -> Arc<crate::presence::ConnHandle> {
@@ -165,6 +189,8 @@ mod tests {
         assert_eq!(bus.subscriber_count(room.id), 2);
         let err = rooms.create("x", 1, &[99]).await.unwrap_err();
         assert_eq!(err.code, crate::error::ErrorCode::NotFound);
+        let err = rooms.create("big", 1, &[2, 3, 3]).await.unwrap_err();
+        assert_eq!((err.code, err.http_status()), (crate::error::ErrorCode::TooLarge, 400));
     }
 
     #[tokio::test]

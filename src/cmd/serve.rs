@@ -20,6 +20,7 @@ use super::systemd;
 use crate::app::{App, Edge, Ops};
 use crate::auth::Auth;
 use crate::bus::{bridge, Bridge, Bus};
+use crate::chat::rooms::RoomLimits;
 use crate::chat::{self, Chat, Publisher, Rooms};
 use crate::config::Config;
 use crate::error::StoreError;
@@ -28,8 +29,8 @@ use crate::notify::{self, Online};
 use crate::presence::cluster::{self, ClusterPresence};
 use crate::presence::{Connections, Local, Presence};
 use crate::redis_link::RedisLink;
+use crate::store::batch_loader::{BatchLoader, Memberships, MessageMetas};
 use crate::store::group_commit::{self, Batcher};
-use crate::store::membership_loader::MembershipLoader;
 use crate::store::{self, Store};
 use crate::telemetry;
 
@@ -172,12 +173,23 @@ impl Node {
         let (writer, batchers) =
             group_commit::new(db.clone(), Publisher::new(bus.clone()), &settings, committed.clone());
         let parts = chat::Parts {
-            reads: Arc::new(db.clone()),
+            reads: Arc::new(chat::StoreReads {
+                store: db.clone(),
+                metas: BatchLoader::spawn(MessageMetas(db.clone())),
+            }),
             writer,
             bus: bus.clone(),
             presence,
-            memberships: MembershipLoader::spawn(db.clone()),
-            rooms: Rooms::new(Arc::new(db.clone()), connections, bus),
+            memberships: BatchLoader::spawn(Memberships(db.clone())),
+            rooms: Rooms::new(
+                Arc::new(db.clone()),
+                connections,
+                bus,
+                RoomLimits {
+                    rooms_per_user: config.limits.rooms_per_user as i64,
+                    create_members: config.limits.room_create_members,
+                },
+            ),
         };
         let chat_settings = chat::Settings {
             max_replay: config.sync.max_replay,

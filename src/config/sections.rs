@@ -151,6 +151,10 @@ pub struct LimitsConfig {
     /// Seconds a socket write may make no progress before the connection is dropped (a client
     /// that stopped reading).
     pub write_timeout_secs: u64,
+    /// Rooms one user may be a member of (creating or joining past it: 400 `too_large`).
+    pub rooms_per_user: usize,
+    /// Members listed when a room is created, at most.
+    pub room_create_members: usize,
 }
 
 impl Default for LimitsConfig {
@@ -167,6 +171,8 @@ impl Default for LimitsConfig {
             connections_per_user: 50,
             header_timeout_secs: 10,
             write_timeout_secs: 10,
+            rooms_per_user: 1000,
+            room_create_members: 1000,
         }
     }
 }

@@ -44,7 +44,7 @@ pub(crate) fn with_status(mut resp: Response<Full<Bytes>>, status: StatusCode) -
 
 /// `{"error": {"code", "message"}}` with the code's status.
 pub fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
-    let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut body = serde_json::json!({"error": {"code": e.code.as_str(), "message": e.message}});
     if let Some(ms) = e.retry_after_ms {
         body["error"]["retry_after_ms"] = ms.into();

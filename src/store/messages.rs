@@ -110,6 +110,21 @@ impl Store {
             .collect())
     }
 
+    /// Room, seq and author of each of `ids` that exists (one query for a batch of receipts).
+    pub async fn message_metas(&self, ids: &[i64]) -> Result<std::collections::HashMap<i64, MessageMeta>, StoreError> {
+        let c = self.conn().await?;
+        let rows = c
+            .query_typed(
+                "SELECT id, room_id, seq, sender_id FROM messages WHERE id = ANY($1)",
+                &[(&ids, Type::INT8_ARRAY)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), MessageMeta { room_id: r.get(1), seq: r.get(2), sender_id: r.get(3) }))
+            .collect())
+    }
+
     /// Room, seq and author of a message.
     pub async fn message_meta(&self, message_id: i64) -> Result<Option<MessageMeta>, StoreError> {
         let row = self

@@ -1,10 +1,10 @@
 //! PostgreSQL: the connection pool ([`Store`]), migrations, the queries of each table group
-//! ([`users`], [`rooms`], [`messages`]), batched membership look-ups, and the group-commit
+//! ([`users`], [`rooms`], [`messages`]), batched look-ups ([`batch_loader`]), and the group-commit
 //! writer. Storage builds no frames and knows no connections: it reports committed rows
 //! through [`group_commit::CommitSink`].
 
+pub mod batch_loader;
 pub mod group_commit;
-pub mod membership_loader;
 pub mod messages;
 pub mod migrate;
 pub mod rooms;

@@ -56,7 +56,14 @@ fn room_from_row(r: &Row) -> Room {
 
 impl Store {
     /// Creates a room whose members are the creator and `members` (all must exist).
-    pub async fn create_room(&self, name: &str, creator: i64, members: &[i64]) -> Result<Room, StoreError> {
+    /// `max_rooms`: a member already in that many rooms is refused (`StoreError::Limit`).
+    pub async fn create_room(
+        &self,
+        name: &str,
+        creator: i64,
+        members: &[i64],
+        max_rooms: i64,
+    ) -> Result<Room, StoreError> {
         let mut ids: Vec<i64> = members.iter().copied().chain([creator]).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -65,6 +72,16 @@ impl Store {
         let found: i64 = tx.query_one("SELECT count(*) FROM users WHERE id = ANY($1)", &[&ids]).await?.get(0);
         if found != ids.len() as i64 {
             return Err(StoreError::NotFound);
+        }
+        let full = tx
+            .query_opt(
+                "SELECT user_id FROM room_members WHERE user_id = ANY($1) \
+                 GROUP BY user_id HAVING count(*) >= $2 LIMIT 1",
+                &[&ids, &max_rooms],
+            )
+            .await?;
+        if let Some(r) = full {
+            return Err(rooms_limit(r.get(0), max_rooms));
         }
         let row = tx
             .query_one(
@@ -111,13 +128,14 @@ impl Store {
     }
 
     /// Members of a room, ordered by user id (`online` false; the caller fills it in).
-    pub async fn members(&self, room_id: i64) -> Result<Vec<Member>, StoreError> {
+    /// A page: the members after `after_user_id`, at most `limit`.
+    pub async fn members(&self, room_id: i64, after_user_id: i64, limit: i64) -> Result<Vec<Member>, StoreError> {
         let rows = self
             .read(
                 "SELECT m.user_id, u.username, m.delivered_seq, m.read_seq \
                  FROM room_members m JOIN users u ON u.id = m.user_id \
-                 WHERE m.room_id = $1 ORDER BY m.user_id",
-                &[room_id],
+                 WHERE m.room_id = $1 AND m.user_id > $2 ORDER BY m.user_id LIMIT $3",
+                &[room_id, after_user_id, limit],
             )
             .await?;
         Ok(rows
@@ -133,13 +151,21 @@ impl Store {
     }
 
     /// Adds a member; `Ok(false)` if they already were one. The user must exist.
-    pub async fn add_member(&self, room_id: i64, user_id: i64) -> Result<bool, StoreError> {
+    /// A user already in `max_rooms` rooms is refused (`StoreError::Limit`).
+    pub async fn add_member(&self, room_id: i64, user_id: i64, max_rooms: i64) -> Result<bool, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         if tx.query_opt("SELECT 1 FROM users WHERE id = $1", &[&user_id]).await?.is_none() {
             return Err(StoreError::NotFound);
         }
         lock_room(&tx, room_id).await?;
+        let rooms: i64 = tx
+            .query_one("SELECT count(*) FROM room_members WHERE user_id = $1 AND room_id <> $2", &[&user_id, &room_id])
+            .await?
+            .get(0);
+        if rooms >= max_rooms {
+            return Err(rooms_limit(user_id, max_rooms));
+        }
         let n = tx
             .execute(
                 "INSERT INTO room_members (room_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -166,6 +192,10 @@ impl Store {
         tx.commit().await?;
         Ok(n == 1)
     }
+}
+
+fn rooms_limit(user_id: i64, max_rooms: i64) -> StoreError {
+    StoreError::Limit(format!("user {user_id} is a member of {max_rooms} rooms already (limits.rooms_per_user)"))
 }
 
 /// Takes the room's row lock before a membership change.

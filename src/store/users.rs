@@ -42,7 +42,7 @@ impl Store {
     }
 
     /// The rooms of each of `user_ids` that exists (users not in the map do not exist).
-    /// One query for a whole batch: see [`super::membership_loader`].
+    /// One query for a whole batch: see [`super::batch_loader`].
     pub async fn memberships(&self, user_ids: &[i64]) -> Result<HashMap<i64, Vec<Membership>>, StoreError> {
         let c = self.conn().await?;
         let rows = c

@@ -167,6 +167,12 @@ const DEFS: &[Def] = &[
         help: "Users per membership look-up query (WebSocket upgrades are batched).",
         zero: false,
     },
+    Def {
+        name: names::STORAGE_MESSAGE_LOOKUP_BATCH_ROWS,
+        kind: Kind::Histogram,
+        help: "Messages per receipt look-up query (receipts are batched).",
+        zero: false,
+    },
     Def { name: names::STORAGE_MESSAGES_COMMITTED_TOTAL, kind: Kind::Counter, help: "Messages committed.", zero: true },
     Def {
         name: names::STORAGE_BATCH_RETRIES_TOTAL,

@@ -88,3 +88,5 @@ pub const CONFIG_RELOADS_TOTAL: &str = "livechat_config_reloads_total";
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "livechat_process_resident_memory_bytes";
 /// Open file descriptors.
 pub const PROCESS_OPEN_FDS: &str = "livechat_process_open_fds";
+/// Messages per receipt look-up query (receipts are batched).
+pub const STORAGE_MESSAGE_LOOKUP_BATCH_ROWS: &str = "livechat_storage_message_lookup_batch_rows";

@@ -11,14 +11,15 @@ use serde_json::Value;
 
 use super::*;
 use crate::bus::{Bus, History};
+use crate::chat::rooms::RoomLimits;
 use crate::chat::{Parts, Publisher, Reads, Rooms, Settings};
 use crate::config::LimitsConfig;
 use crate::conn::ConnState;
 use crate::error::StoreError;
 use crate::model::{Membership, Message, MessageMeta};
 use crate::presence::{Connections, Local, Presence};
+use crate::store::batch_loader::{BatchLoader, Memberships};
 use crate::store::group_commit::{self, Batcher};
-use crate::store::membership_loader::MembershipLoader;
 use crate::store::Store;
 
 /// Room 1 holds messages with seqs 1..=5; message id N is seq N of room 1 by user 2.
@@ -87,8 +88,13 @@ fn fixture(limits: LimitsConfig, max_replay: i64) -> Fixture {
         writer,
         bus: bus.clone(),
         presence: Arc::new(Presence::local(Arc::new(local))),
-        memberships: MembershipLoader::spawn(store.clone()),
-        rooms: Rooms::new(Arc::new(store), connections.clone(), bus.clone()),
+        memberships: BatchLoader::spawn(Memberships(store.clone())),
+        rooms: Rooms::new(
+            Arc::new(store),
+            connections.clone(),
+            bus.clone(),
+            RoomLimits { rooms_per_user: 1000, create_members: 1000 },
+        ),
     };
     let settings = Settings { max_replay, initial_hold_ms: 0, sync_max_rooms: 500, presence_max_room_members: 200 };
     Fixture { chat: Chat::new(parts, settings, limits), connections, bus, _lanes: lanes }

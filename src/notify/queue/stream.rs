@@ -250,7 +250,16 @@ impl RedisQueue {
             let mut p = redis::pipe();
             p.atomic();
             for (id, raw) in &corrupt {
-                p.cmd("XADD").arg(&self.dead).arg("*").arg("raw").arg(raw).arg("dead_at_ms").arg(now_ms()).ignore();
+                p.cmd("XADD")
+                    .arg(&self.dead)
+                    .arg("MAXLEN")
+                    .arg(self.cap.max(1))
+                    .arg("*")
+                    .arg("raw")
+                    .arg(raw)
+                    .arg("dead_at_ms")
+                    .arg(now_ms())
+                    .ignore();
                 p.cmd("XACK").arg(&self.jobs).arg(GROUP).arg(id).ignore();
             }
             let mut conn = self.conn().await?;
@@ -326,8 +335,12 @@ impl RedisQueue {
             if let Outcome::Failed(err) = outcome {
                 let job = failed(&d.job, err);
                 if job.attempts >= self.max_attempts {
+                    // Capped (no consumer group reads the dead letters, so MAXLEN deletes nothing
+                    // that was handed out): the oldest go first, like the in-memory queue's.
                     p.cmd("XADD")
                         .arg(&self.dead)
+                        .arg("MAXLEN")
+                        .arg(self.cap.max(1))
                         .arg("*")
                         .arg("job")
                         .arg(to_json(&job))
