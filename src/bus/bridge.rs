@@ -41,6 +41,9 @@ use crate::util::{lock, Backoff};
 const PUBLISH_QUEUE: usize = 65_536;
 /// Most queued items merged into one pipelined round trip.
 const PUBLISH_BATCH: usize = 1024;
+/// Subscription changes waiting for the subscriber; past it the subscriber rebuilds every
+/// room's subscription from a snapshot (at its next ping).
+const SUBSCRIBE_QUEUE: usize = 65_536;
 /// Channels per SUBSCRIBE when re-subscribing every local room.
 const SUBSCRIBE_CHUNK: usize = 512;
 /// Liveness check of the subscriber connection (a half-open socket never ends the stream).
@@ -67,7 +70,10 @@ pub struct Bridge {
     /// `<prefix>:room:`
     channel_prefix: String,
     out: mpsc::Sender<Outgoing>,
-    subs: mpsc::UnboundedSender<SubCmd>,
+    /// Bounded: past it, the subscription is rebuilt from the bus's rooms (`resubscribe`).
+    subs: mpsc::Sender<SubCmd>,
+    /// A subscribe command was dropped: the subscriber reconnects and subscribes to a snapshot.
+    resubscribe: AtomicBool,
     /// Rooms whose committed messages could not be published → highest such seq.
     missed: Mutex<HashMap<i64, i64>>,
     /// Whether the subscriber connection is up (a drop starts a new outage's warning).
@@ -79,12 +85,13 @@ impl Bridge {
     /// namespaces the channels (every node of a cluster uses the same one).
     pub fn new(node: String, prefix: &str) -> (Arc<Bridge>, Tasks) {
         let (out, out_rx) = mpsc::channel(PUBLISH_QUEUE);
-        let (subs, subs_rx) = mpsc::unbounded_channel();
+        let (subs, subs_rx) = mpsc::channel(SUBSCRIBE_QUEUE);
         let bridge = Arc::new(Bridge {
             node,
             channel_prefix: format!("{prefix}:room:"),
             out,
             subs,
+            resubscribe: AtomicBool::new(false),
             missed: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(false),
         });
@@ -97,11 +104,17 @@ impl Bridge {
     }
 
     pub(super) fn subscribe(&self, room: i64) {
-        let _ = self.subs.send(SubCmd::Subscribe(room));
+        self.command(SubCmd::Subscribe(room));
     }
 
     pub(super) fn unsubscribe(&self, room: i64) {
-        let _ = self.subs.send(SubCmd::Unsubscribe(room));
+        self.command(SubCmd::Unsubscribe(room));
+    }
+
+    fn command(&self, cmd: SubCmd) {
+        if self.subs.try_send(cmd).is_err() {
+            self.resubscribe.store(true, Ordering::Relaxed);
+        }
     }
 
     pub(super) fn message(&self, room: i64, seq: i64, frame: &Bytes) {
@@ -131,7 +144,7 @@ impl Bridge {
 pub struct Tasks {
     bridge: Arc<Bridge>,
     out_rx: mpsc::Receiver<Outgoing>,
-    subs_rx: mpsc::UnboundedReceiver<SubCmd>,
+    subs_rx: mpsc::Receiver<SubCmd>,
 }
 
 impl Tasks {
@@ -232,7 +245,7 @@ async fn subscriber(
     bridge: Arc<Bridge>,
     bus: Arc<Bus>,
     link: Arc<RedisLink>,
-    mut cmds: mpsc::UnboundedReceiver<SubCmd>,
+    mut cmds: mpsc::Receiver<SubCmd>,
     stop: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
@@ -242,8 +255,10 @@ async fn subscriber(
         let session = async {
             let pubsub = link.pubsub().await?;
             let (mut sink, mut stream) = pubsub.split();
-            // Commands queued while disconnected are superseded by the snapshot below.
+            // Commands queued while disconnected (or dropped past the queue's bound) are
+            // superseded by the snapshot below.
             while cmds.try_recv().is_ok() {}
+            bridge.resubscribe.store(false, Ordering::Relaxed);
             let rooms = bus.local_rooms();
             for chunk in rooms.chunks(SUBSCRIBE_CHUNK) {
                 let channels: Vec<String> = chunk.iter().map(|r| bridge.channel(*r)).collect();
@@ -278,7 +293,12 @@ async fn subscriber(
                         }
                         None => return Err(BridgeDown("connection closed".into())),
                     },
-                    _ = ping.tick() => call(sink.ping::<redis::Value>()).await.map(|_| ())?,
+                    _ = ping.tick() => {
+                        if bridge.resubscribe.load(Ordering::Relaxed) {
+                            return Err(BridgeDown("subscription commands overflowed; resubscribing".into()));
+                        }
+                        call(sink.ping::<redis::Value>()).await.map(|_| ())?
+                    }
                     _ = stop.cancelled() => return Ok(()),
                 }
             }

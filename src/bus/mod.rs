@@ -228,4 +228,46 @@ mod tests {
         bus.unsubscribe(1, 1);
         assert_eq!(bus.subscriber_count(1), 0);
     }
+
+    /// Every read fails (PostgreSQL unreachable).
+    struct DownHistory;
+
+    impl History for DownHistory {
+        fn between(
+            &self,
+            _: i64,
+            _: i64,
+            _: i64,
+            _: i64,
+        ) -> futures_util::future::BoxFuture<'_, Result<Vec<crate::model::Message>, crate::error::StoreError>> {
+            Box::pin(async { Err(crate::error::StoreError::Unavailable("down".into())) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gap_that_cannot_be_read_is_skipped_after_the_patience() {
+        let bus = Bus::new(Arc::new(DownHistory), None);
+        let a = sub(&bus, 3, 1, 10);
+        bus.publish_message(3, 1, Bytes::from_static(b"m"));
+        bus.publish_message(3, 3, Bytes::from_static(b"m"));
+        assert_eq!(seqs(&a), vec![1], "3 waits for 2");
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        assert_eq!(seqs(&a), vec![3], "delivered once the fill gave up; 2 stays reachable by sync");
+        bus.publish_message(3, 4, Bytes::from_static(b"m"));
+        assert_eq!(seqs(&a), vec![4], "live again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parked_messages_are_bounded() {
+        let bus = Bus::new(Arc::new(DownHistory), None);
+        let _a = sub(&bus, 5, 1, 10);
+        bus.publish_message(5, 1, Bytes::from_static(b"m"));
+        for seq in 3..(room::MAX_PARKED as i64 + 100) {
+            bus.publish_message(5, seq, Bytes::from_static(b"m"));
+        }
+        let rooms = bus.shard(5).lock();
+        let st = rooms.get(&5).expect("room");
+        assert_eq!(st.pending.len(), room::MAX_PARKED, "the rest is left to the fill");
+        assert!(st.want >= room::MAX_PARKED as i64 + 99);
+    }
 }

@@ -21,7 +21,9 @@ use crate::wire::server::message_frame;
 const FILL_LIMIT: i64 = 1000;
 /// `RoomState::last_seq` of a room with no delivered message and no baseline.
 pub(super) const UNKNOWN: i64 = -1;
-/// How long a gap may wait for its commit before it is skipped.
+/// Messages parked behind a gap at most, per room; later ones are read back by the fill.
+pub(super) const MAX_PARKED: usize = 4096;
+/// How long a gap may wait for its commit (or for PostgreSQL to answer) before it is skipped.
 const GAP_PATIENCE: Duration = Duration::from_secs(10);
 
 pub(super) struct RoomState {
@@ -72,7 +74,13 @@ impl Bus {
             }
             return;
         }
-        st.pending.insert(seq, frame);
+        if st.pending.len() < MAX_PARKED {
+            st.pending.insert(seq, frame);
+        } else {
+            // Bounded: past it the message is not kept here but read back by the fill (it is
+            // committed: nothing reaches the bus before its COMMIT).
+            st.want = st.want.max(seq);
+        }
         self.start_fill(rooms, room);
     }
 
@@ -137,7 +145,17 @@ impl Bus {
                     tokio::time::sleep(d).await;
                     waited += d;
                 }
-                Fill::Retry => pause.wait().await,
+                Fill::Retry => {
+                    let d = pause.next_delay();
+                    tokio::time::sleep(d).await;
+                    // Failures count against the patience too: a room whose history cannot
+                    // be read for that long goes on live (its members recover with `sync`).
+                    waited += d;
+                    if waited >= GAP_PATIENCE {
+                        self.give_up(room);
+                        break;
+                    }
+                }
                 Fill::Continue(last) => after = last,
             }
         }
@@ -160,13 +178,33 @@ enum Fill {
     Done,
     /// The missing rows are not visible yet: try again after a pause.
     Wait,
-    /// PostgreSQL failed: try again after a pause (not counted against the patience).
+    /// PostgreSQL failed: try again after a pause (counted against the patience).
     Retry,
     /// Delivered up to this seq; fill again from there.
     Continue(i64),
 }
 
 impl Bus {
+    /// The gap could not be read within [`GAP_PATIENCE`]: deliver what is parked, in order,
+    /// and stop asking. The skipped events stay reachable through `sync`.
+    fn give_up(&self, room: i64) {
+        let mut rooms = self.shard(room).lock();
+        let Some(st) = rooms.get_mut(&room) else { return };
+        tracing::error!(
+            room,
+            last = st.last_seq,
+            parked = st.pending.len(),
+            "Gap fill kept failing; skipping the gap."
+        );
+        metrics::counter!(names::BUS_GAPS_SKIPPED_TOTAL).increment(1);
+        for (seq, frame) in std::mem::take(&mut st.pending) {
+            if seq > st.last_seq {
+                deliver(st, seq, frame);
+            }
+        }
+        st.want = 0;
+    }
+
     /// Delivers fetched rows and whatever they unblock.
     fn apply_fill(&self, room: i64, rows: Vec<Message>, before: i64, waited: Duration) -> Fill {
         let mut rooms = self.shard(room).lock();
@@ -195,6 +233,7 @@ impl Bus {
             }
             // Never committed after all: do not stall the room for ever.
             tracing::error!(room, last = st.last_seq, before, "Sequence gap never filled; skipping it.");
+            metrics::counter!(names::BUS_GAPS_SKIPPED_TOTAL).increment(1);
             st.last_seq = before - 1;
         }
         while let Some(entry) = st.pending.first_entry() {

@@ -24,7 +24,8 @@ pub trait MembershipStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Room, StoreError>>;
     /// Adds a member: `Ok(false)` if they already were one, `NotFound` for no such user,
     /// `Limit` past `max_rooms`.
-    fn add_member(&self, room_id: i64, user_id: i64, max_rooms: i64) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Also the room's last seq as of the change (where the user's live connections start).
+    fn add_member(&self, room_id: i64, user_id: i64, max_rooms: i64) -> BoxFuture<'_, Result<(bool, i64), StoreError>>;
     /// Removes a member: `Ok(false)` if they were not one.
     fn remove_member(&self, room_id: i64, user_id: i64) -> BoxFuture<'_, Result<bool, StoreError>>;
 }
@@ -40,7 +41,7 @@ impl MembershipStore for Store {
         Box::pin(Store::create_room(self, name, creator, members, max_rooms))
     }
 
-    fn add_member(&self, room_id: i64, user_id: i64, max_rooms: i64) -> BoxFuture<'_, Result<bool, StoreError>> {
+    fn add_member(&self, room_id: i64, user_id: i64, max_rooms: i64) -> BoxFuture<'_, Result<(bool, i64), StoreError>> {
         Box::pin(Store::add_member(self, room_id, user_id, max_rooms))
     }
 
@@ -88,18 +89,20 @@ impl Rooms {
             r => r?,
         };
         for uid in members.iter().copied().chain([creator]) {
-            self.connections.joined(uid, room.id, &self.bus);
+            self.connections.joined(uid, room.id, Some(room.last_seq), &self.bus);
         }
         Ok(room)
     }
 
     /// Adds `user_id` to `room_id`: `Ok(false)` if they already were a member.
     pub async fn add_member(&self, room_id: i64, user_id: i64) -> Result<bool, ApiError> {
-        let added = match self.store.add_member(room_id, user_id, self.limits.rooms_per_user).await {
+        let (added, last_seq) = match self.store.add_member(room_id, user_id, self.limits.rooms_per_user).await {
             Err(StoreError::NotFound) => return Err(ApiError::not_found("no such user")),
             r => r?,
         };
-        self.connections.joined(user_id, room_id, &self.bus);
+        // The room's order on this node starts where the membership committed, so an event
+        // that overtakes another on its way here is a gap to fill, not a new start.
+        self.connections.joined(user_id, room_id, Some(last_seq), &self.bus);
         Ok(added)
     }
 
@@ -153,12 +156,17 @@ mod tests {
             })
         }
 
-        fn add_member(&self, room_id: i64, user_id: i64, _max_rooms: i64) -> BoxFuture<'_, Result<bool, StoreError>> {
+        fn add_member(
+            &self,
+            room_id: i64,
+            user_id: i64,
+            _max_rooms: i64,
+        ) -> BoxFuture<'_, Result<(bool, i64), StoreError>> {
             Box::pin(async move {
                 if !USERS.contains(&user_id) {
                     return Err(StoreError::NotFound);
                 }
-                Ok(lock(&self.rooms).entry(room_id).or_default().insert(user_id))
+                Ok((lock(&self.rooms).entry(room_id).or_default().insert(user_id), 0))
             })
         }
 

@@ -318,7 +318,7 @@ struct ClusterParts {
     bridge: Arc<Bridge>,
     bridge_tasks: bridge::Tasks,
     presence: Arc<ClusterPresence>,
-    changes: tokio::sync::mpsc::UnboundedReceiver<cluster::Change>,
+    changes: tokio::sync::mpsc::Receiver<cluster::Change>,
     heartbeat: Duration,
 }
 

@@ -62,6 +62,9 @@ pub enum NotifyError {
     /// A sink could not be set up (bad URL, TLS initialisation).
     #[error("{0}")]
     Setup(String),
+    /// A job could not be encoded for the queue.
+    #[error("cannot encode a notification job: {0}")]
+    Encode(String),
 }
 
 impl From<redis::RedisError> for NotifyError {

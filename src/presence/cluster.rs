@@ -29,6 +29,8 @@ use crate::util::clock;
 
 /// Changes merged into one pipelined round trip.
 const BATCH: usize = 512;
+/// Changes waiting for the presence task.
+const CHANGE_QUEUE: usize = 65_536;
 /// Users per look-up script call.
 const LOOKUP_CHUNK: usize = 500;
 /// Deadline of one Redis round trip.
@@ -100,7 +102,11 @@ pub struct ClusterPresence {
     node: String,
     prefix: String,
     node_ttl: Duration,
-    tx: mpsc::UnboundedSender<Change>,
+    /// Bounded: past it a change is dropped and the node re-registers its users at the next
+    /// heartbeat (the online state heals; that change's `presence` event is not sent).
+    tx: mpsc::Sender<Change>,
+    /// A change was dropped: re-register at the next heartbeat.
+    dropped: AtomicBool,
     /// Whether the last Redis call worked (else answers are node-local).
     up: AtomicBool,
     /// [`CHANGE_LUA`] and [`LOOKUP_LUA`], hashed once.
@@ -115,14 +121,15 @@ impl ClusterPresence {
         node: String,
         prefix: &str,
         node_ttl: Duration,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Change>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    ) -> (Arc<Self>, mpsc::Receiver<Change>) {
+        let (tx, rx) = mpsc::channel(CHANGE_QUEUE);
         let me = Self {
             link,
             node,
             prefix: format!("{prefix}:presence"),
             node_ttl,
             tx,
+            dropped: AtomicBool::new(false),
             up: AtomicBool::new(false),
             change_script: redis::Script::new(CHANGE_LUA),
             lookup_script: redis::Script::new(LOOKUP_LUA),
@@ -132,15 +139,20 @@ impl ClusterPresence {
 
     /// Queues a change (non-blocking; called from connection set-up and teardown).
     pub fn change(&self, change: Change) {
-        let _ = self.tx.send(change);
+        if self.tx.try_send(change).is_err() {
+            self.dropped.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Stops counting this node after the queued changes (graceful shutdown), within a bound.
     pub async fn leave(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Change::Leave(tx)).is_ok() {
-            let _ = tokio::time::timeout(CALL_TIMEOUT * 2, rx).await;
-        }
+        let _ = tokio::time::timeout(CALL_TIMEOUT * 2, async {
+            if self.tx.send(Change::Leave(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
+        })
+        .await;
     }
 
     fn user_key(&self, user: i64) -> String {
@@ -203,7 +215,7 @@ fn now_ms() -> i64 {
 pub async fn run(
     cp: Arc<ClusterPresence>,
     local: Arc<Local>,
-    mut rx: mpsc::UnboundedReceiver<Change>,
+    mut rx: mpsc::Receiver<Change>,
     heartbeat: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -233,7 +245,8 @@ pub async fn run(
                 apply(&cp, &local, changes).await;
             }
             _ = beat.tick() => {
-                registered = renew(&cp, &local, registered).await;
+                let re_register = cp.dropped.swap(false, Ordering::Relaxed);
+                registered = renew(&cp, &local, registered && !re_register).await;
             }
             _ = stop.cancelled() => return,
         }
@@ -356,7 +369,18 @@ async fn reap(cp: &ClusterPresence, local: &Local, conn: &mut ConnectionManager)
             continue;
         }
         let node_key = cp.node_key(&node);
-        let users: Vec<i64> = redis::cmd("SMEMBERS").arg(&node_key).query_async(conn).await.unwrap_or_default();
+        let users: Vec<i64> = match redis::cmd("SMEMBERS").arg(&node_key).query_async(conn).await {
+            Ok(u) => u,
+            Err(e) => {
+                // Never read a failure as "no users": the dead node's users would stay online
+                // for ever. Put it back as expired; the next heartbeat (here or elsewhere)
+                // reaps it again.
+                tracing::warn!(node = %node, error = %e, "Cannot read an expired node's users; retrying later.");
+                metrics::counter!(names::PRESENCE_REDIS_ERRORS_TOTAL).increment(1);
+                let _ = redis::cmd("ZADD").arg(cp.nodes_key()).arg(0).arg(&node).query_async::<()>(conn).await;
+                return;
+            }
+        };
         let mut gone = Vec::new();
         for &u in &users {
             let mut inv = cp.change_script.prepare_invoke();

@@ -136,12 +136,13 @@ impl Connections {
     }
 
     /// A membership was added: the user's live connections start receiving the room.
-    pub fn joined(&self, user_id: i64, room: i64, bus: &Bus) {
+    /// `baseline`: the room's last seq as of the membership change, if known.
+    pub fn joined(&self, user_id: i64, room: i64, baseline: Option<i64>, bus: &Bus) {
         let conns = self.shard(user_id).get(&user_id).map(|e| e.conns.clone()).unwrap_or_default();
         for c in conns {
             if lock(&c.rooms).insert(room) {
                 let _ = c.conn.outbox.push(Out::Reset(room));
-                bus.subscribe(room, c.subscriber(), None);
+                bus.subscribe(room, c.subscriber(), baseline);
             }
         }
     }

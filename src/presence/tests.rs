@@ -70,16 +70,16 @@ async fn first_and_last_connection_and_the_per_user_limit() {
 async fn joining_and_leaving_moves_live_connections() {
     let l = local();
     let (c, _) = connect(&l, 3, &[1]);
-    l.connections.joined(3, 9, &l.bus);
+    l.connections.joined(3, 9, None, &l.bus);
     assert!(c.in_room(9));
     assert_eq!(l.bus.subscriber_count(9), 1);
     assert!(drain(&c.conn).iter().any(|o| matches!(o, Out::Reset(9))), "the stream order forgets room 9");
-    l.connections.joined(3, 9, &l.bus);
+    l.connections.joined(3, 9, None, &l.bus);
     assert_eq!(l.bus.subscriber_count(9), 1, "joining twice subscribes once");
     l.connections.left(3, 9, &l.bus);
     assert!(!c.in_room(9));
     assert_eq!(l.bus.subscriber_count(9), 0);
-    l.connections.joined(4, 9, &l.bus);
+    l.connections.joined(4, 9, None, &l.bus);
     assert_eq!(l.bus.subscriber_count(9), 0, "a user with no live connection subscribes nothing");
 }
 

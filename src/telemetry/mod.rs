@@ -168,6 +168,12 @@ const DEFS: &[Def] = &[
         zero: false,
     },
     Def {
+        name: names::BUS_GAPS_SKIPPED_TOTAL,
+        kind: Kind::Counter,
+        help: "Room sequence gaps skipped: never committed, or unreadable past the fill's patience.",
+        zero: true,
+    },
+    Def {
         name: names::STORAGE_MESSAGE_LOOKUP_BATCH_ROWS,
         kind: Kind::Histogram,
         help: "Messages per receipt look-up query (receipts are batched).",

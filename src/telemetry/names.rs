@@ -90,3 +90,5 @@ pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "livechat_process_resident_memor
 pub const PROCESS_OPEN_FDS: &str = "livechat_process_open_fds";
 /// Messages per receipt look-up query (receipts are batched).
 pub const STORAGE_MESSAGE_LOOKUP_BATCH_ROWS: &str = "livechat_storage_message_lookup_batch_rows";
+/// Room sequence gaps skipped: never committed, or unreadable past the fill's patience.
+pub const BUS_GAPS_SKIPPED_TOTAL: &str = "livechat_bus_gaps_skipped_total";

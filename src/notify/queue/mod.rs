@@ -256,9 +256,9 @@ fn failed(job: &Job, error: &str) -> Job {
     j
 }
 
-fn to_json(job: &Job) -> String {
-    // A struct of strings and integers always serialises.
-    serde_json::to_string(job).unwrap_or_default()
+/// A job's stored form. Never an empty job: a job that cannot be encoded is an error.
+fn to_json(job: &Job) -> Result<String, NotifyError> {
+    serde_json::to_string(job).map_err(|e| NotifyError::Encode(format!("job {}: {e}", job.job_id)))
 }
 
 #[cfg(test)]

@@ -176,7 +176,7 @@ impl RedisQueue {
         for j in jobs {
             let mut j = j.clone();
             j.enqueued_at_ms = now;
-            inv.arg(to_json(&j));
+            inv.arg(to_json(&j)?);
         }
         let n: i64 = inv.invoke_async(&mut conn).await?;
         if n < 0 {
@@ -343,13 +343,13 @@ impl RedisQueue {
                         .arg(self.cap.max(1))
                         .arg("*")
                         .arg("job")
-                        .arg(to_json(&job))
+                        .arg(to_json(&job)?)
                         .arg("dead_at_ms")
                         .arg(now)
                         .ignore();
                 } else {
                     let due = now + backoff(self.base_ms, job.attempts).as_millis() as u64;
-                    p.cmd("ZADD").arg(&self.retry).arg(due).arg(to_json(&job)).ignore();
+                    p.cmd("ZADD").arg(&self.retry).arg(due).arg(to_json(&job)?).ignore();
                 }
             }
             acks.push(id);
@@ -422,7 +422,7 @@ impl RedisQueue {
                 if wanted.is_some_and(|w| !w.contains(dl.job.job_id.as_str())) {
                     continue;
                 }
-                p.cmd("XADD").arg(&self.jobs).arg("*").arg("job").arg(to_json(&revived(dl.job))).ignore();
+                p.cmd("XADD").arg(&self.jobs).arg("*").arg("job").arg(to_json(&revived(dl.job))?).ignore();
                 p.cmd("XDEL").arg(&self.dead).arg(&e.id).ignore();
                 n += 1;
             }
