@@ -104,6 +104,8 @@ pub enum Cmd {
     History(scen::HistoryArgs),
     /// Mass reconnect with `sync`, verifying no gap
     Resume(scen::ResumeArgs),
+    /// Mixed traffic for minutes: RSS, fds and latency over time, nothing lost or repeated
+    Soak(scen::SoakArgs),
     /// Re-print a saved --json report and (with --svg) redraw its plot
     Render {
         /// report JSON written by --json

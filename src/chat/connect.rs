@@ -25,13 +25,21 @@ impl Chat {
         if self.is_draining() {
             return Err(ApiError::unavailable("server is shutting down", 1000));
         }
+        let connections = self.presence.connections();
+        let epoch = connections.membership_epoch();
         let rooms = self.memberships.load(user_id).await?.ok_or_else(|| ApiError::unauthorized("unknown user"))?;
         let limits = self.limits();
         let conn = Arc::new(ConnState::new(limits.outbound_queue_frames));
-        let connections = self.presence.connections();
         let (handle, first) = connections
             .register(user_id, &rooms, conn, limits.connections_per_user, &self.bus)
             .map_err(|_| ApiError::new(ErrorCode::RateLimited, "too many connections for this user"))?;
+        if connections.membership_epoch() != epoch {
+            // A join or leave was applied between the look-up and the registration, when this
+            // connection could not see it: look again (rare: memberships change over REST).
+            if let Ok(Some(fresh)) = self.memberships.load(user_id).await {
+                connections.reconcile(&handle, &fresh, &self.bus);
+            }
+        }
         let max = self.settings.presence_max_room_members;
         let presence_rooms: Vec<i64> = rooms.iter().filter(|m| m.member_count <= max).map(|m| m.room_id).collect();
         if first {

@@ -17,6 +17,12 @@ impl TokenBucket {
         Self { tokens: burst as f64, rate: rate as f64, burst: burst as f64, last: Instant::now() }
     }
 
+    /// `per_minute` tokens a minute, bursting to as many.
+    pub fn per_minute(per_minute: u32) -> Self {
+        let n = per_minute.max(1) as f64;
+        Self { tokens: n, rate: n / 60.0, burst: n, last: Instant::now() }
+    }
+
     /// Takes a token, or says how many milliseconds until one is available.
     pub fn take(&mut self, now: Instant) -> Result<(), u64> {
         self.take_n(now, 1)

@@ -2,14 +2,18 @@
 //! so a change made here is reflected in this node's live connections (they start or stop
 //! receiving the room) in the same step as it is stored.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
+use super::rate::TokenBucket;
 use crate::bus::Bus;
-use crate::error::{ApiError, StoreError};
+use crate::error::{ApiError, ErrorCode, StoreError};
 use crate::presence::Connections;
 use crate::store::{Room, Store};
+use crate::util::lock;
 
 /// The membership writes the service makes.
 pub trait MembershipStore: Send + Sync + 'static {
@@ -57,7 +61,13 @@ pub struct RoomLimits {
     pub rooms_per_user: i64,
     /// `limits.room_create_members`: members listed when a room is created.
     pub create_members: usize,
+    /// `limits.rooms_created_per_minute`: rooms one user may create per minute (burst: as many).
+    pub created_per_minute: u32,
 }
+
+/// Users whose room-creation budget is remembered at most; past it, budgets idle for a
+/// minute (full again anyway) are forgotten.
+const CREATORS_MAX: usize = 10_000;
 
 /// The rooms service.
 pub struct Rooms {
@@ -65,6 +75,8 @@ pub struct Rooms {
     connections: Arc<Connections>,
     bus: Arc<Bus>,
     limits: RoomLimits,
+    /// Room creations per user: (budget, last use).
+    creators: Mutex<HashMap<i64, (TokenBucket, Instant)>>,
 }
 
 impl Rooms {
@@ -75,7 +87,23 @@ impl Rooms {
         bus: Arc<Bus>,
         limits: RoomLimits,
     ) -> Self {
-        Self { store, connections, bus, limits }
+        Self { store, connections, bus, limits, creators: Mutex::new(HashMap::new()) }
+    }
+
+    /// Takes one room creation from `user`'s budget, or says when the next one is allowed.
+    fn take_creation(&self, user: i64) -> Result<(), ApiError> {
+        let now = Instant::now();
+        let mut creators = lock(&self.creators);
+        if creators.len() >= CREATORS_MAX {
+            creators.retain(|_, (_, used)| now.duration_since(*used) < Duration::from_secs(60));
+        }
+        let per_min = self.limits.created_per_minute.max(1);
+        let (bucket, used) = creators.entry(user).or_insert_with(|| (TokenBucket::per_minute(per_min), now));
+        *used = now;
+        bucket.take(now).map_err(|wait_ms| ApiError {
+            retry_after_ms: Some(wait_ms),
+            ..ApiError::new(ErrorCode::RateLimited, "too many rooms created; retry later")
+        })
     }
 
     /// Creates a room; the creator and `members` join it (and their live connections).
@@ -84,6 +112,7 @@ impl Rooms {
             let max = self.limits.create_members;
             return Err(ApiError::limit(format!("at most {max} members at creation (limits.room_create_members)")));
         }
+        self.take_creation(creator)?;
         let room = match self.store.create_room(name, creator, members, self.limits.rooms_per_user).await {
             Err(StoreError::NotFound) => return Err(ApiError::not_found("a listed member does not exist")),
             r => r?,
@@ -178,7 +207,7 @@ mod tests {
     fn service() -> (Rooms, Arc<Connections>, Arc<Bus>) {
         let connections = Arc::new(Connections::default());
         let bus = Bus::new(Arc::new(NoHistory), None);
-        let limits = RoomLimits { rooms_per_user: 10, create_members: 2 };
+        let limits = RoomLimits { rooms_per_user: 10, create_members: 2, created_per_minute: 3 };
         (Rooms::new(Arc::new(FakeStore::default()), connections.clone(), bus.clone(), limits), connections, bus)
     }
 
@@ -199,6 +228,18 @@ mod tests {
         assert_eq!(err.code, crate::error::ErrorCode::NotFound);
         let err = rooms.create("big", 1, &[2, 3, 3]).await.unwrap_err();
         assert_eq!((err.code, err.http_status()), (crate::error::ErrorCode::TooLarge, 400));
+    }
+
+    #[tokio::test]
+    async fn room_creation_is_rate_limited_per_user() {
+        let (rooms, _, _) = service();
+        for i in 0..3 {
+            rooms.create(&format!("r{i}"), 1, &[]).await.unwrap();
+        }
+        let err = rooms.create("r3", 1, &[]).await.unwrap_err();
+        assert_eq!((err.code, err.http_status()), (ErrorCode::RateLimited, 429));
+        assert!(err.retry_after_ms.unwrap_or(0) > 0);
+        rooms.create("theirs", 2, &[]).await.expect("another user has their own budget");
     }
 
     #[tokio::test]

@@ -188,6 +188,7 @@ impl Node {
                 RoomLimits {
                     rooms_per_user: config.limits.rooms_per_user as i64,
                     create_members: config.limits.room_create_members,
+                    created_per_minute: config.limits.rooms_created_per_minute,
                 },
             ),
         };

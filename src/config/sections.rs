@@ -155,6 +155,8 @@ pub struct LimitsConfig {
     pub rooms_per_user: usize,
     /// Members listed when a room is created, at most.
     pub room_create_members: usize,
+    /// Rooms one user may create per minute (429 `rate_limited` past it).
+    pub rooms_created_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
@@ -173,6 +175,7 @@ impl Default for LimitsConfig {
             write_timeout_secs: 10,
             rooms_per_user: 1000,
             room_create_members: 1000,
+            rooms_created_per_minute: 30,
         }
     }
 }

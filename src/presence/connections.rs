@@ -57,11 +57,18 @@ pub struct TooManyConnections;
 pub struct Connections {
     shards: Box<[Mutex<HashMap<i64, UserEntry>>]>,
     next_id: AtomicU64,
+    /// Bumped by every membership change applied here: a connection whose rooms were looked up
+    /// before a change it could not see yet (it was not registered) re-checks them.
+    membership_changes: AtomicU64,
 }
 
 impl Default for Connections {
     fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), next_id: AtomicU64::new(1) }
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            next_id: AtomicU64::new(1),
+            membership_changes: AtomicU64::new(0),
+        }
     }
 }
 
@@ -135,9 +142,33 @@ impl Connections {
         self.shard(user_id).get(&user_id).is_some_and(|e| !e.conns.is_empty())
     }
 
+    /// Counts membership changes applied on this node (see [`Connections::reconcile`]).
+    pub fn membership_epoch(&self) -> u64 {
+        self.membership_changes.load(Ordering::SeqCst)
+    }
+
+    /// Brings a connection registered with rooms looked up earlier in line with `fresh` (looked
+    /// up again after a membership change raced its registration): rooms left meanwhile stop,
+    /// rooms joined meanwhile start.
+    pub fn reconcile(&self, handle: &ConnHandle, fresh: &[Membership], bus: &Bus) {
+        let now: HashSet<i64> = fresh.iter().map(|m| m.room_id).collect();
+        for room in handle.rooms() {
+            if !now.contains(&room) && lock(&handle.rooms).remove(&room) {
+                bus.unsubscribe(room, handle.id);
+                let _ = handle.conn.outbox.push(Out::Reset(room));
+            }
+        }
+        for m in fresh {
+            if lock(&handle.rooms).insert(m.room_id) {
+                bus.subscribe(m.room_id, handle.subscriber(), Some(m.last_seq));
+            }
+        }
+    }
+
     /// A membership was added: the user's live connections start receiving the room.
     /// `baseline`: the room's last seq as of the membership change, if known.
     pub fn joined(&self, user_id: i64, room: i64, baseline: Option<i64>, bus: &Bus) {
+        self.membership_changes.fetch_add(1, Ordering::SeqCst);
         let conns = self.shard(user_id).get(&user_id).map(|e| e.conns.clone()).unwrap_or_default();
         for c in conns {
             if lock(&c.rooms).insert(room) {
@@ -149,6 +180,7 @@ impl Connections {
 
     /// A membership was removed: the user's live connections stop receiving the room.
     pub fn left(&self, user_id: i64, room: i64, bus: &Bus) {
+        self.membership_changes.fetch_add(1, Ordering::SeqCst);
         let conns = self.shard(user_id).get(&user_id).map(|e| e.conns.clone()).unwrap_or_default();
         for c in conns {
             if lock(&c.rooms).remove(&room) {

@@ -84,6 +84,21 @@ async fn joining_and_leaving_moves_live_connections() {
 }
 
 #[tokio::test]
+async fn a_connection_registered_with_stale_rooms_is_reconciled() {
+    let l = local();
+    let epoch = l.connections.membership_epoch();
+    // Looked up: rooms 1 and 2. Meanwhile the user left 2 and joined 3 (no connection yet).
+    l.connections.left(8, 2, &l.bus);
+    l.connections.joined(8, 3, Some(0), &l.bus);
+    assert_ne!(l.connections.membership_epoch(), epoch, "the changes are counted");
+    let (c, _) = connect(&l, 8, &[1, 2]);
+    assert_eq!(l.bus.subscriber_count(2), 1, "stale: subscribed to the room it left");
+    l.connections.reconcile(&c, &[member(1), member(3)], &l.bus);
+    assert!(c.in_room(1) && c.in_room(3) && !c.in_room(2));
+    assert_eq!((l.bus.subscriber_count(2), l.bus.subscriber_count(3)), (0, 1), "no leak, nothing missed");
+}
+
+#[tokio::test]
 async fn typing_is_throttled_per_user_and_room() {
     let l = local();
     let _c = connect(&l, 5, &[1, 2]);

@@ -1,7 +1,7 @@
 //! Scenarios: setup over REST, worker orchestration, aggregation.
 //!
 //! `fanout`, `durable`, `idle` and `connect-storm` run their connections in worker
-//! processes (see `orchestrate`); `history` and `resume` run in this process.
+//! processes (see `orchestrate`); `history`, `resume` and `soak` run in this process.
 
 mod aggregate;
 mod client;
@@ -14,6 +14,7 @@ mod orchestrate;
 mod output;
 mod resume;
 mod setup;
+mod soak;
 
 pub use connect_storm::StormArgs;
 pub use durable::DurableArgs;
@@ -21,6 +22,7 @@ pub use fanout::FanoutArgs;
 pub use history::HistoryArgs;
 pub use idle::IdleArgs;
 pub use resume::ResumeArgs;
+pub use soak::SoakArgs;
 
 use crate::{Cli, Cmd};
 use anyhow::{bail, Result};
@@ -41,6 +43,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::ConnectStorm(a) => connect_storm::run(&cli, a).await,
         Cmd::History(a) => history::run(&cli, a).await,
         Cmd::Resume(a) => resume::run(&cli, a).await,
+        Cmd::Soak(a) => soak::run(&cli, a).await,
         Cmd::Render { from } => output::render(c, &from),
     }
 }

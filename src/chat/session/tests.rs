@@ -93,7 +93,7 @@ fn fixture(limits: LimitsConfig, max_replay: i64) -> Fixture {
             Arc::new(store),
             connections.clone(),
             bus.clone(),
-            RoomLimits { rooms_per_user: 1000, create_members: 1000 },
+            RoomLimits { rooms_per_user: 1000, create_members: 1000, created_per_minute: 30 },
         ),
     };
     let settings = Settings { max_replay, initial_hold_ms: 0, sync_max_rooms: 500, presence_max_room_members: 200 };
