@@ -43,12 +43,14 @@
 //! | 12 | [`http`] | accept loop, routing, REST, upgrade, `/metrics` |
 //! | 13 | [`cmd`] | serve (composition root), worker, logging, reload, systemd |
 
+// Modules only the crate itself uses are `pub(crate)`; the rest are the library's API for the
+// `livechat` binary, the benches and the integration tests.
 #![forbid(unsafe_code)]
 // Nothing a client, the network, the configuration or a database can make fail may panic; tests
 // may unwrap what they set up themselves.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod app;
+pub(crate) mod app;
 pub mod auth;
 pub mod bus;
 pub mod chat;
@@ -56,13 +58,13 @@ pub mod cmd;
 pub mod config;
 pub mod conn;
 pub mod error;
-pub mod http;
+pub(crate) mod http;
 pub mod model;
 pub mod notify;
-pub mod presence;
+pub(crate) mod presence;
 pub mod redis_link;
 pub mod store;
-pub mod telemetry;
-pub mod util;
+pub(crate) mod telemetry;
+pub(crate) mod util;
 pub mod wire;
-pub mod ws;
+pub(crate) mod ws;

@@ -248,3 +248,13 @@ async fn serve_prints_listening_line_and_metrics_exposed() {
     assert_eq!(m.status, 200, "{m:?}");
     assert!(m.text.contains("livechat_"), "Prometheus text with livechat_ metrics: {}", m.text);
 }
+
+#[tokio::test]
+async fn token_subcommand_bounds_the_lifetime() {
+    for ttl in ["0", "31536001", "18446744073709551615"] {
+        let out = run_cli(&["token", "--user", "7", "--ttl", ttl], &[("LIVECHAT_JWT_SECRET", SECRET)]).await;
+        assert!(!out.status.success(), "--ttl {ttl} must be refused");
+        assert!(out.stderr.contains("ttl_secs must be from 1 to 31536000"), "one clear line: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+}

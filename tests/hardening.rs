@@ -176,8 +176,11 @@ async fn a_silently_stopped_postgres_means_unavailable_then_heals_with_nothing_l
     )
     .await;
     let (_, token) = s.create_user("steady").await;
+    let (_, listener_token) = s.create_user("listener").await;
     let mut c = s.ws_ready(&token).await;
+    let mut listener = s.ws_ready(&listener_token).await;
     c.send_and_echo(1, "before").await;
+    listener.recv_type("message").await;
 
     let frozen = pg.freeze();
     c.send_msg(1, "while frozen", Some("frozen-1")).await;
@@ -201,6 +204,11 @@ async fn a_silently_stopped_postgres_means_unavailable_then_heals_with_nothing_l
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let echo = echo.expect("writes succeed again once PostgreSQL answers");
+    // The other member gets it exactly once, whether the first attempt committed after all (the
+    // room is caught up from PostgreSQL) or the retry stored it.
+    let got = listener.recv_type("message").await;
+    assert_eq!(got["id"], echo["id"]);
+    assert!(listener.recv_json_within(Duration::from_millis(500)).await.is_none_or(|v| v["type"] != "message"));
     let db = s.db_client().await;
     let n: i64 = db
         .query_one("SELECT count(*) FROM messages WHERE client_msg_id = 'frozen-1'", &[])

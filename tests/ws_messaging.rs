@@ -633,8 +633,9 @@ async fn presence_only_in_rooms_up_to_max_room_members() {
 
 // --- resume under live traffic ------------------------------------------------------------
 
-/// A reconnecting client syncs while another member keeps sending, and the replay is capped:
-/// following `synced` (re-syncing while `more`) it ends with every seq exactly once, in order.
+/// A reconnecting client (`resume=1`: replay-then-live order) syncs while another member keeps
+/// sending, and the replay is capped: following `synced` (re-syncing while `more`) it ends with
+/// every seq exactly once, in order.
 #[tokio::test]
 async fn resume_with_capped_replay_under_live_traffic_is_gapless_and_ordered() {
     let s = TestServer::start(&[
@@ -656,7 +657,7 @@ async fn resume_with_capped_replay_under_live_traffic_is_gapless_and_ordered() {
         }
         sender
     });
-    let mut b = s.ws(&tb).await;
+    let mut b = WsClient::connect(&format!("{}&resume=1", s.ws_url(&tb))).await.expect("connect");
     let mut last = 0i64;
     let mut got = Vec::new();
     loop {

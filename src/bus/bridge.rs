@@ -241,6 +241,7 @@ async fn publisher(
 
 // === impl subscriber ===
 
+/// Keeps a subscriber connection up (reconnecting with backoff) until `stop`.
 async fn subscriber(
     bridge: Arc<Bridge>,
     bus: Arc<Bus>,
@@ -252,59 +253,8 @@ async fn subscriber(
     // Warn once per outage (and once if Redis is unreachable from the start).
     let mut warned = false;
     loop {
-        let session = async {
-            let pubsub = link.pubsub().await?;
-            let (mut sink, mut stream) = pubsub.split();
-            // Commands queued while disconnected (or dropped past the queue's bound) are
-            // superseded by the snapshot below.
-            while cmds.try_recv().is_ok() {}
-            bridge.resubscribe.store(false, Ordering::Relaxed);
-            let rooms = bus.local_rooms();
-            for chunk in rooms.chunks(SUBSCRIBE_CHUNK) {
-                let channels: Vec<String> = chunk.iter().map(|r| bridge.channel(*r)).collect();
-                call(sink.subscribe(channels)).await?;
-            }
-            bridge.connected.store(true, Ordering::Relaxed);
-            metrics::gauge!(names::BUS_BRIDGE_CONNECTED).set(1.0);
-            metrics::counter!(names::BUS_BRIDGE_CONNECTS_TOTAL).increment(1);
-            tracing::info!(rooms = rooms.len(), "Redis bridge connected.");
-            // Whatever other nodes published while we were not subscribed.
-            for room in rooms {
-                bus.catch_up(room, None);
-            }
-            let mut ping = tokio::time::interval(PING_EVERY);
-            ping.reset();
-            loop {
-                tokio::select! {
-                    cmd = cmds.recv() => match cmd {
-                        Some(SubCmd::Subscribe(room)) => {
-                            call(sink.subscribe(bridge.channel(room))).await?;
-                            // A message another node committed between the subscriber's
-                            // membership look-up (the room's baseline) and this SUBSCRIBE came
-                            // to no one here; no later message may come to reveal the gap.
-                            bus.catch_up(room, None);
-                        }
-                        Some(SubCmd::Unsubscribe(room)) => call(sink.unsubscribe(bridge.channel(room))).await?,
-                        None => return Ok(()),
-                    },
-                    msg = stream.next() => match msg {
-                        Some(msg) => {
-                            receive(&bridge, &bus, &msg);
-                        }
-                        None => return Err(BridgeDown("connection closed".into())),
-                    },
-                    _ = ping.tick() => {
-                        if bridge.resubscribe.load(Ordering::Relaxed) {
-                            return Err(BridgeDown("subscription commands overflowed; resubscribing".into()));
-                        }
-                        call(sink.ping::<redis::Value>()).await.map(|_| ())?
-                    }
-                    _ = stop.cancelled() => return Ok(()),
-                }
-            }
-        };
         let result: Result<(), BridgeDown> = tokio::select! {
-            r = session => r,
+            r = session(&bridge, &bus, &link, &mut cmds, &stop) => r,
             _ = stop.cancelled() => Ok(()),
         };
         let Err(BridgeDown(why)) = result else { return };
@@ -321,6 +271,64 @@ async fn subscriber(
         tokio::select! {
             _ = backoff.wait() => {}
             _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// One subscriber connection: subscribe to every local room, catch them up, then follow
+/// subscription changes and deliver the other nodes' envelopes until the link fails.
+async fn session(
+    bridge: &Bridge,
+    bus: &Arc<Bus>,
+    link: &RedisLink,
+    cmds: &mut mpsc::Receiver<SubCmd>,
+    stop: &CancellationToken,
+) -> Result<(), BridgeDown> {
+    let pubsub = link.pubsub().await?;
+    let (mut sink, mut stream) = pubsub.split();
+    // Commands queued while disconnected (or dropped past the queue's bound) are superseded
+    // by the snapshot below.
+    while cmds.try_recv().is_ok() {}
+    bridge.resubscribe.store(false, Ordering::Relaxed);
+    let rooms = bus.local_rooms();
+    for chunk in rooms.chunks(SUBSCRIBE_CHUNK) {
+        let channels: Vec<String> = chunk.iter().map(|r| bridge.channel(*r)).collect();
+        call(sink.subscribe(channels)).await?;
+    }
+    bridge.connected.store(true, Ordering::Relaxed);
+    metrics::gauge!(names::BUS_BRIDGE_CONNECTED).set(1.0);
+    metrics::counter!(names::BUS_BRIDGE_CONNECTS_TOTAL).increment(1);
+    tracing::info!(rooms = rooms.len(), "Redis bridge connected.");
+    // Whatever other nodes published while we were not subscribed.
+    for room in rooms {
+        bus.catch_up(room, None);
+    }
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.reset();
+    loop {
+        tokio::select! {
+            cmd = cmds.recv() => match cmd {
+                Some(SubCmd::Subscribe(room)) => {
+                    call(sink.subscribe(bridge.channel(room))).await?;
+                    // A message another node committed between the subscriber's membership
+                    // look-up (the room's baseline) and this SUBSCRIBE came to no one here; no
+                    // later message may come to reveal the gap.
+                    bus.catch_up(room, None);
+                }
+                Some(SubCmd::Unsubscribe(room)) => call(sink.unsubscribe(bridge.channel(room))).await?,
+                None => return Ok(()),
+            },
+            msg = stream.next() => match msg {
+                Some(msg) => receive(bridge, bus, &msg),
+                None => return Err(BridgeDown("connection closed".into())),
+            },
+            _ = ping.tick() => {
+                if bridge.resubscribe.load(Ordering::Relaxed) {
+                    return Err(BridgeDown("subscription commands overflowed; resubscribing".into()));
+                }
+                call(sink.ping::<redis::Value>()).await.map(|_| ())?
+            }
+            _ = stop.cancelled() => return Ok(()),
         }
     }
 }
@@ -367,5 +375,21 @@ fn receive(bridge: &Bridge, bus: &Arc<Bus>, msg: &redis::Msg) {
         }
         Envelope::Event { except_user, frame } => bus.deliver_event(room, frame, except_user),
         Envelope::CatchUp(seq) => bus.catch_up(room, Some(seq)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_subscription_queue_asks_for_a_resubscribe_instead_of_growing() {
+        let (bridge, _tasks) = Bridge::new("n1".into(), "p");
+        for room in 0..SUBSCRIBE_QUEUE as i64 {
+            bridge.subscribe(room);
+        }
+        assert!(!bridge.resubscribe.load(Ordering::Relaxed));
+        bridge.unsubscribe(1);
+        assert!(bridge.resubscribe.load(Ordering::Relaxed), "past the bound: rebuild from a snapshot");
     }
 }

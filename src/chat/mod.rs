@@ -19,8 +19,7 @@ use futures_util::future::BoxFuture;
 use crate::bus::{Bus, History};
 use crate::config::LimitsConfig;
 use crate::error::StoreError;
-use crate::model::Membership;
-use crate::model::MessageMeta;
+use crate::model::{Membership, Message, MessageMeta};
 use crate::presence::Presence;
 use crate::store::batch_loader::BatchLoader;
 use crate::store::group_commit::Writer;
@@ -53,7 +52,7 @@ impl History for StoreReads {
         after: i64,
         before: i64,
         limit: i64,
-    ) -> BoxFuture<'_, Result<Vec<crate::model::Message>, StoreError>> {
+    ) -> BoxFuture<'_, Result<Vec<Message>, StoreError>> {
         self.store.between(room, after, before, limit)
     }
 }

@@ -51,6 +51,9 @@ impl CommitSink for Publisher {
 
     fn repeat(&self, reply: &Ack, original: &Message) {
         let _ = reply.conn.outbox.push(Out::Frame(message_frame(original)));
+        // The original may have committed in a batch whose outcome was unknown and so never
+        // reached the room: make sure the room has delivered up to it (nothing when it has).
+        self.bus.catch_up(original.room_id, Some(original.seq));
     }
 
     fn failed(&self, reply: &Ack, error: &ApiError) {

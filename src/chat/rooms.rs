@@ -195,7 +195,8 @@ mod tests {
                 if !USERS.contains(&user_id) {
                     return Err(StoreError::NotFound);
                 }
-                Ok((lock(&self.rooms).entry(room_id).or_default().insert(user_id), 0))
+                // The room already holds events up to seq 5.
+                Ok((lock(&self.rooms).entry(room_id).or_default().insert(user_id), 5))
             })
         }
 
@@ -228,6 +229,29 @@ mod tests {
         assert_eq!(err.code, crate::error::ErrorCode::NotFound);
         let err = rooms.create("big", 1, &[2, 3, 3]).await.unwrap_err();
         assert_eq!((err.code, err.http_status()), (crate::error::ErrorCode::TooLarge, 400));
+    }
+
+    #[tokio::test]
+    async fn a_joined_room_starts_where_the_membership_committed() {
+        let (rooms, connections, bus) = service();
+        let carl = online(&connections, &bus, 3);
+        rooms.add_member(30, 3).await.unwrap();
+        // Seq 7 overtakes seq 6 on its way here: a gap to fill, not the room's first event.
+        bus.publish_message(30, 7, bytes::Bytes::from_static(b"7"));
+        let seqs = |c: &crate::presence::ConnHandle| {
+            let mut items = Vec::new();
+            c.conn.outbox.drain(&mut items, usize::MAX);
+            items
+                .into_iter()
+                .filter_map(|o| match o {
+                    crate::conn::Out::Seq { seq, .. } => Some(seq),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert!(seqs(&carl).is_empty(), "7 waits for 6");
+        bus.publish_message(30, 6, bytes::Bytes::from_static(b"6"));
+        assert_eq!(seqs(&carl), vec![6, 7]);
     }
 
     #[tokio::test]

@@ -419,3 +419,20 @@ async fn leave(cp: &ClusterPresence) {
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_change_queue_re_registers_instead_of_growing() {
+        let link = Arc::new(RedisLink::new("redis://127.0.0.1:1").unwrap());
+        let (cp, _rx) = ClusterPresence::new(link, "n1".into(), "p", Duration::from_secs(5));
+        for user in 0..CHANGE_QUEUE as i64 {
+            cp.change(Change::Online { user, rooms: vec![] });
+        }
+        assert!(!cp.dropped.load(Ordering::Relaxed));
+        cp.change(Change::Offline { user: 1, rooms: vec![] });
+        assert!(cp.dropped.load(Ordering::Relaxed), "the next heartbeat re-registers the node's users");
+    }
+}

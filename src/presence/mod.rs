@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::bus::Bus;
 use crate::store::Store;
 use crate::wire::server::presence_frame;
-pub use connections::{ConnHandle, Connections, TooManyConnections};
+pub use connections::{ConnHandle, Connections};
 
 /// What presence needs from the rest of this node.
 pub struct Local {

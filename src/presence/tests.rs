@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::connections::TooManyConnections;
 use super::*;
 use crate::bus::NoHistory;
 use crate::conn::{ConnState, Out};

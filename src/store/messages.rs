@@ -1,6 +1,8 @@
 //! Message reads: history pages, receipt look-ups, and the seq ranges that `sync` replays and
 //! gap fills read. Messages are written by the group commit ([`super::group_commit`]).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::types::{ToSql, Type};
@@ -111,7 +113,7 @@ impl Store {
     }
 
     /// Room, seq and author of each of `ids` that exists (one query for a batch of receipts).
-    pub async fn message_metas(&self, ids: &[i64]) -> Result<std::collections::HashMap<i64, MessageMeta>, StoreError> {
+    pub async fn message_metas(&self, ids: &[i64]) -> Result<HashMap<i64, MessageMeta>, StoreError> {
         let c = self.conn().await?;
         let rows = c
             .query_typed(
@@ -123,16 +125,6 @@ impl Store {
             .iter()
             .map(|r| (r.get(0), MessageMeta { room_id: r.get(1), seq: r.get(2), sender_id: r.get(3) }))
             .collect())
-    }
-
-    /// Room, seq and author of a message.
-    pub async fn message_meta(&self, message_id: i64) -> Result<Option<MessageMeta>, StoreError> {
-        let row = self
-            .read("SELECT room_id, seq, sender_id FROM messages WHERE id = $1", &[message_id])
-            .await?
-            .into_iter()
-            .next();
-        Ok(row.map(|r| MessageMeta { room_id: r.get(0), seq: r.get(1), sender_id: r.get(2) }))
     }
 
     /// Messages of a room with `after < seq < before`, ascending, at most `limit`.

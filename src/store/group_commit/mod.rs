@@ -89,8 +89,9 @@ pub trait CommitSink: Send + Sync + 'static {
     fn repeat(&self, reply: &Self::Reply, original: &Message);
     /// A write refused or not confirmed (`unavailable`: retry with the same `client_msg_id`).
     fn failed(&self, reply: &Self::Reply, error: &ApiError);
-    /// A batch whose COMMIT outcome is unknown touched these rooms: whatever did commit must
-    /// still reach their members (not only the senders' retries).
+    /// Batches whose COMMIT outcome was unknown touched these rooms: whatever did commit must
+    /// still reach their members (not only the senders' retries). Called after the next
+    /// successful commit, when PostgreSQL answers again.
     fn unconfirmed(&self, rooms: &[i64]);
 }
 
@@ -106,12 +107,15 @@ pub struct Writer<R> {
     /// One queue per writer task; a room's writes always go to `room_id % len`.
     tx: Arc<[mpsc::Sender<Request<R>>]>,
     timeout: Duration,
+    /// Writes submitted and not yet committed, answered or expired (channel + pending + batch).
     depth: Arc<AtomicU64>,
+    /// `storage.queue_max`: the bound on `depth`.
+    queue_max: u64,
 }
 
 impl<R> Clone for Writer<R> {
     fn clone(&self) -> Self {
-        Self { tx: self.tx.clone(), timeout: self.timeout, depth: self.depth.clone() }
+        Self { tx: self.tx.clone(), timeout: self.timeout, depth: self.depth.clone(), queue_max: self.queue_max }
     }
 }
 
@@ -121,6 +125,12 @@ const RETRY_AFTER_MS: u64 = 1000;
 impl<R> Writer<R> {
     /// Queues a write; a full queue answers `unavailable` at once (backpressure, not loss).
     pub fn submit(&self, write: Write, reply: R) -> Result<(), ApiError> {
+        // The real bound, whatever sits in the channels, in the writers' pending queues or in
+        // a batch that PostgreSQL does not answer.
+        if self.depth.load(Ordering::Relaxed) >= self.queue_max {
+            metrics::counter!(names::STORAGE_UNAVAILABLE_TOTAL).increment(1);
+            return Err(ApiError::unavailable("the write queue is full, retry later", RETRY_AFTER_MS));
+        }
         let lane = self.tx.len().max(1);
         let tx = &self.tx[write.room_id().rem_euclid(lane as i64) as usize];
         let req = Request { write, reply, deadline: Instant::now() + self.timeout };
@@ -175,7 +185,8 @@ pub fn new<S: CommitSink>(
             (tx, batcher)
         })
         .unzip();
-    (Writer { tx: txs.into(), timeout: settings.timeout, depth }, batchers)
+    let queue_max = settings.queue_max.max(1) as u64;
+    (Writer { tx: txs.into(), timeout: settings.timeout, depth, queue_max }, batchers)
 }
 
 /// How an attempt to commit a batch failed.
@@ -231,6 +242,26 @@ mod tests {
         assert_eq!(writer.depth(), 9);
         let seen: Vec<Vec<i64>> = lanes.iter_mut().map(|lane| lane.queued_rooms()).collect();
         assert_eq!(seen, vec![vec![0, 3], vec![1, 4, 7, -2, 4], vec![2, 5]]);
+    }
+
+    /// `storage.queue_max` bounds what waits while PostgreSQL does not answer, not only the
+    /// channel: writes taken into the writer's pending queue still count.
+    #[tokio::test(start_paused = true)]
+    async fn queue_max_holds_while_postgres_is_away() {
+        let store = Store::new("postgres://u@127.0.0.1:1/db", 2, Duration::from_millis(10)).unwrap();
+        let settings =
+            Settings { writers: 1, queue_max: 3, batch_max: 10, timeout: Duration::from_secs(60), outbox: false };
+        let (writer, mut lanes) = new(store, Arc::new(NoSink), &settings, Arc::new(tokio::sync::Notify::new()));
+        let drain = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(lanes.remove(0).run(drain.clone()));
+        for _ in 0..3 {
+            writer.submit(message(1), ()).unwrap();
+        }
+        // The writer takes them off the channel and keeps retrying (nothing listens on port 1).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let err = writer.submit(message(1), ()).unwrap_err();
+        assert_eq!(err.code, crate::error::ErrorCode::Unavailable, "three writes wait: the bound holds");
+        task.abort();
     }
 
     #[tokio::test]

@@ -34,6 +34,9 @@ pub struct Batcher<S: CommitSink> {
     committed: Arc<tokio::sync::Notify>,
     /// Dedicated connection (not from the pool): statements prepared once, pipelined.
     conn: Option<WriterConn>,
+    /// Rooms of batches whose outcome was unknown, reported once a commit succeeds again
+    /// (PostgreSQL answers, so whatever did commit is visible).
+    unconfirmed: Vec<i64>,
 }
 
 impl<S: CommitSink> Batcher<S> {
@@ -57,6 +60,7 @@ impl<S: CommitSink> Batcher<S> {
             outbox: settings.outbox,
             committed,
             conn: None,
+            unconfirmed: Vec::new(),
         }
     }
 
@@ -108,6 +112,12 @@ impl<S: CommitSink> Batcher<S> {
                 backoff.reset();
                 self.depth.fetch_sub(batch.len() as u64, Ordering::Relaxed);
                 self.finish(batch, done);
+                if !self.unconfirmed.is_empty() {
+                    let mut rooms = std::mem::take(&mut self.unconfirmed);
+                    rooms.sort_unstable();
+                    rooms.dedup();
+                    self.sink.unconfirmed(&rooms);
+                }
             }
             Err(Failure::Retry(e)) => {
                 tracing::warn!(error = %e, rows = batch.len(), "Batch not committed; will retry.");
@@ -121,10 +131,10 @@ impl<S: CommitSink> Batcher<S> {
             Err(Failure::Unknown(e)) => {
                 tracing::error!(error = %e, rows = batch.len(), "Commit outcome unknown; answering unavailable.");
                 self.depth.fetch_sub(batch.len() as u64, Ordering::Relaxed);
-                let mut rooms: Vec<i64> = batch.iter().map(|r| r.write.room_id()).collect();
-                rooms.sort_unstable();
-                rooms.dedup();
-                self.sink.unconfirmed(&rooms);
+                // Bounded: a room appears once however many batches failed.
+                self.unconfirmed.extend(batch.iter().map(|r| r.write.room_id()));
+                self.unconfirmed.sort_unstable();
+                self.unconfirmed.dedup();
                 for r in batch {
                     self.unavailable(&r.reply, "storage did not confirm the write; retry with the same client_msg_id");
                 }
