@@ -775,3 +775,49 @@ async fn clusters_on_different_databases_are_isolated() {
         assert!(!online_on(node, &ta[0], 1, cat).await, "A shows cat online: she is connected to B only");
     }
 }
+
+/// A dead node whose user set cannot be read (here: the key holds the wrong type, so SMEMBERS
+/// fails) is never read as "no users": it is put back as expired and reaped again once its
+/// set can be read — never deleted with its users counted online for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_dead_node_is_reaped_again_not_forgotten() {
+    let prefix = format!("lc-test-reap-{}", random_hex(6));
+    let env = [
+        ("REDIS_URL", redis_url()),
+        ("LIVECHAT_CLUSTER__KEY_PREFIX", prefix.clone()),
+        ("LIVECHAT_CLUSTER__HEARTBEAT_MS", "200".to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let s = TestServer::start(&env).await;
+    let mut rc = redis_conn().await;
+    let nodes = format!("{prefix}:presence:nodes");
+    let dead_key = format!("{prefix}:presence:node:ghost");
+    let _: () = redis::cmd("SET").arg(&dead_key).arg("not a set").query_async(&mut rc).await.unwrap();
+    let _: () = redis::cmd("ZADD").arg(&nodes).arg(0).arg("ghost").query_async(&mut rc).await.unwrap();
+    // Several heartbeats: each reaps, fails to read the users, and puts the node back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let score: Option<f64> = redis::cmd("ZSCORE").arg(&nodes).arg("ghost").query_async(&mut rc).await.unwrap();
+    assert!(score.is_some(), "the unreadable dead node must stay listed for another reap");
+    let exists: i64 = redis::cmd("EXISTS").arg(&dead_key).query_async(&mut rc).await.unwrap();
+    assert_eq!(exists, 1, "its user set must not be deleted unread");
+    // Readable again: the next heartbeat reaps it for good.
+    let _: () = redis::cmd("DEL").arg(&dead_key).query_async(&mut rc).await.unwrap();
+    let _: () = redis::cmd("SADD").arg(&dead_key).arg(424242).query_async(&mut rc).await.unwrap();
+    let rc2 = rc.clone();
+    eventually("the dead node is reaped", Duration::from_secs(10), move || {
+        let (mut c, nodes) = (rc2.clone(), nodes.clone());
+        async move {
+            redis::cmd("ZSCORE")
+                .arg(&nodes)
+                .arg("ghost")
+                .query_async::<Option<f64>>(&mut c)
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+        }
+    })
+    .await;
+    let _: () = redis::cmd("DEL").arg(&dead_key).query_async(&mut rc).await.unwrap();
+    drop(s);
+}

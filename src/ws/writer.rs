@@ -286,6 +286,59 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5), "long before the stall deadline");
     }
 
+    /// A peer that accepts every write at once and, on each, gets more traffic queued for it:
+    /// the writer is never idle. Gives up (an error) after a bound, so a writer that never acts
+    /// on its deadlines fails instead of spinning for ever.
+    struct BusyPeer {
+        shared: Arc<ConnState>,
+        writes: usize,
+    }
+
+    impl AsyncWrite for BusyPeer {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.writes += 1;
+            if self.writes > 2_000_000 {
+                return std::task::Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+            }
+            let _ = self.shared.outbox.push(Out::Frame(Bytes::from_static(b"more")));
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn token_expiry_closes_a_connection_whose_writer_is_never_idle() {
+        let shared = Arc::new(ConnState::new(1 << 20));
+        let _ = shared.outbox.push(Out::Frame(Bytes::from_static(b"first")));
+        let timers = WriterTimers {
+            ping: Duration::from_secs(3600),
+            idle_timeout: Duration::from_secs(7200),
+            expires_at: Some(Instant::now() + Duration::from_millis(20)),
+            initial_hold: Duration::ZERO,
+            write_stall: Duration::from_secs(60),
+        };
+        let peer = BusyPeer { shared: shared.clone(), writes: 0 };
+        let code = run(peer, shared, timers, 1 << 20).await;
+        assert_eq!(code, Some(1008), "the expiry acts although the writer never idles");
+    }
+
     #[tokio::test]
     async fn write_all_handles_partial_writes() {
         // A duplex pipe with a tiny buffer forces partial vectored writes.
