@@ -222,3 +222,43 @@ async fn a_silently_stopped_postgres_means_unavailable_then_heals_with_nothing_l
     s.sigterm();
     s.wait_exit(Duration::from_secs(20)).await;
 }
+
+// --- a replay that fails --------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_failed_replay_answers_unavailable_and_live_delivery_goes_on() {
+    let mut pg = PrivatePg::start_new().await;
+    let s = TestServer::start_with_url(&pg.admin_url(), &[("LIVECHAT_DATABASE__CONNECT_TIMEOUT_MS", "1000")]).await;
+    let (_, ta) = s.create_user("watcher").await;
+    let (_, tb) = s.create_user("talker").await;
+    let mut a = s.ws_ready(&ta).await;
+    let mut b = s.ws_ready(&tb).await;
+    for i in 0..3 {
+        b.send_and_echo(1, &format!("m{i}")).await;
+        a.recv_type("message").await;
+    }
+    // The watcher reconnects having seen only seq 1; then the history cannot be read, so its
+    // replay of 2..=3 fails.
+    a.close().await;
+    let mut a = s.ws_ready(&ta).await;
+    pg.stop().await;
+    a.send_json(json!({"type": "sync", "rooms": {"1": 1}})).await;
+    let err = a.recv_type("error").await;
+    assert_ws_error(&err, "unavailable");
+    pg.start().await;
+    // Live delivery of the room goes on (from seq 4): the failed replay did not move the
+    // connection's position to "has seen up to 1", which would drop every later live event.
+    let mut echo = None;
+    for _ in 0..60 {
+        b.send_msg(1, "after the outage", Some("after-1")).await;
+        let v = b.recv_types(&["message", "error"]).await;
+        if v["type"] == "message" {
+            echo = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let echo = echo.expect("writes work again");
+    let got = a.recv_type("message").await;
+    assert_eq!((got["id"].clone(), got["seq"].clone()), (echo["id"].clone(), json!(4)));
+}
