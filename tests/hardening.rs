@@ -262,3 +262,49 @@ async fn a_failed_replay_answers_unavailable_and_live_delivery_goes_on() {
     let got = a.recv_type("message").await;
     assert_eq!((got["id"].clone(), got["seq"].clone()), (echo["id"].clone(), json!(4)));
 }
+
+// --- replays cannot be used to amplify memory -----------------------------------------------
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_client_that_keeps_syncing_and_never_reads_cannot_grow_server_memory() {
+    let s = TestServer::start(&[
+        ("LIVECHAT_LIMITS__MESSAGES_PER_SEC", "100000"),
+        ("LIVECHAT_LIMITS__MESSAGES_BURST", "100000"),
+        // Long enough that the deadline does not end the connection during the test.
+        ("LIVECHAT_LIMITS__WRITE_TIMEOUT_SECS", "120"),
+    ])
+    .await;
+    let (_, t_seed) = s.create_user("seeder").await;
+    let (_, t_greedy) = s.create_user("greedy").await;
+    let mut seed = s.ws_ready(&t_seed).await;
+    let content = "r".repeat(4000);
+    for round in 0..125 {
+        for k in 0..8 {
+            seed.send_msg(1, &content, Some(&format!("r{round}-{k}"))).await;
+        }
+        for _ in 0..8 {
+            seed.recv_type("message").await;
+        }
+    }
+    let before = rss_kib(s.pid());
+    // 100 syncs of 1,000 replayed 4 KB messages (~400 MB of frames if they were all buffered),
+    // and never a read: once the socket is full, each replay chunk may only be queued when the
+    // connection's queue has room.
+    let mut greedy = RawWs::connect_opts(s.addr, &t_greedy, Some(4096)).await;
+    for _ in 0..100 {
+        greedy.send_text(r#"{"type":"sync","rooms":{"1":0}}"#).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let grown = rss_kib(s.pid()).saturating_sub(before);
+    assert!(grown < 50 * 1024, "server memory grew by {grown} KiB for a client that never reads");
+    seed.send_and_echo(1, "still serving").await;
+}
