@@ -167,6 +167,20 @@ async fn a_sync_costs_one_rate_limit_token_per_room() {
 
 // --- PostgreSQL vanishes without a trace -----------------------------------------------------
 
+/// Sends to room 1 with `client_msg_id` until the echo comes back (`unavailable` meanwhile, as
+/// a client would retry while storage recovers), for at most ~30 s.
+async fn send_until_echo(c: &mut WsClient, content: &str, client_msg_id: &str) -> Value {
+    for _ in 0..60 {
+        c.send_msg(1, content, Some(client_msg_id)).await;
+        let v = c.recv_types(&["message", "error"]).await;
+        if v["type"] == "message" {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("no echo for {client_msg_id}: writes never succeeded again");
+}
+
 #[tokio::test]
 async fn a_silently_stopped_postgres_means_unavailable_then_heals_with_nothing_lost() {
     let pg = PrivatePg::start_new().await;
@@ -193,17 +207,7 @@ async fn a_silently_stopped_postgres_means_unavailable_then_heals_with_nothing_l
 
     // Retries with the same client_msg_id until the echo: stored once, whatever happened to the
     // first attempt.
-    let mut echo = None;
-    for _ in 0..60 {
-        c.send_msg(1, "while frozen", Some("frozen-1")).await;
-        let v = c.recv_types(&["message", "error"]).await;
-        if v["type"] == "message" {
-            echo = Some(v);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let echo = echo.expect("writes succeed again once PostgreSQL answers");
+    let echo = send_until_echo(&mut c, "while frozen", "frozen-1").await;
     // The other member gets it exactly once, whether the first attempt committed after all (the
     // room is caught up from PostgreSQL) or the retry stored it.
     let got = listener.recv_type("message").await;
@@ -248,17 +252,7 @@ async fn a_failed_replay_answers_unavailable_and_live_delivery_goes_on() {
     pg.start().await;
     // Live delivery of the room goes on (from seq 4): the failed replay did not move the
     // connection's position to "has seen up to 1", which would drop every later live event.
-    let mut echo = None;
-    for _ in 0..60 {
-        b.send_msg(1, "after the outage", Some("after-1")).await;
-        let v = b.recv_types(&["message", "error"]).await;
-        if v["type"] == "message" {
-            echo = Some(v);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let echo = echo.expect("writes work again");
+    let echo = send_until_echo(&mut b, "after the outage", "after-1").await;
     let got = a.recv_type("message").await;
     assert_eq!((got["id"].clone(), got["seq"].clone()), (echo["id"].clone(), json!(4)));
 }
