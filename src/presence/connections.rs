@@ -40,6 +40,23 @@ impl ConnHandle {
     fn subscriber(&self) -> Subscriber {
         Subscriber { conn_id: self.id, user_id: self.user_id, conn: self.conn.clone() }
     }
+
+    /// Starts receiving `room` (if not already): the stream order forgets what it carried of
+    /// the room before, and the bus subscribes the connection from `baseline`.
+    fn enter(&self, room: i64, baseline: Option<i64>, bus: &Bus) {
+        if lock(&self.rooms).insert(room) {
+            let _ = self.conn.outbox.push(Out::Reset(room));
+            bus.subscribe(room, self.subscriber(), baseline);
+        }
+    }
+
+    /// Stops receiving `room` (if it did).
+    fn exit(&self, room: i64, bus: &Bus) {
+        if lock(&self.rooms).remove(&room) {
+            bus.unsubscribe(room, self.id);
+            let _ = self.conn.outbox.push(Out::Reset(room));
+        }
+    }
 }
 
 #[derive(Default)]
@@ -152,16 +169,11 @@ impl Connections {
     /// rooms joined meanwhile start.
     pub fn reconcile(&self, handle: &ConnHandle, fresh: &[Membership], bus: &Bus) {
         let now: HashSet<i64> = fresh.iter().map(|m| m.room_id).collect();
-        for room in handle.rooms() {
-            if !now.contains(&room) && lock(&handle.rooms).remove(&room) {
-                bus.unsubscribe(room, handle.id);
-                let _ = handle.conn.outbox.push(Out::Reset(room));
-            }
+        for room in handle.rooms().into_iter().filter(|r| !now.contains(r)) {
+            handle.exit(room, bus);
         }
         for m in fresh {
-            if lock(&handle.rooms).insert(m.room_id) {
-                bus.subscribe(m.room_id, handle.subscriber(), Some(m.last_seq));
-            }
+            handle.enter(m.room_id, Some(m.last_seq), bus);
         }
     }
 
@@ -171,10 +183,7 @@ impl Connections {
         self.membership_changes.fetch_add(1, Ordering::SeqCst);
         let conns = self.shard(user_id).get(&user_id).map(|e| e.conns.clone()).unwrap_or_default();
         for c in conns {
-            if lock(&c.rooms).insert(room) {
-                let _ = c.conn.outbox.push(Out::Reset(room));
-                bus.subscribe(room, c.subscriber(), baseline);
-            }
+            c.enter(room, baseline, bus);
         }
     }
 
@@ -183,10 +192,7 @@ impl Connections {
         self.membership_changes.fetch_add(1, Ordering::SeqCst);
         let conns = self.shard(user_id).get(&user_id).map(|e| e.conns.clone()).unwrap_or_default();
         for c in conns {
-            if lock(&c.rooms).remove(&room) {
-                bus.unsubscribe(room, c.id);
-                let _ = c.conn.outbox.push(Out::Reset(room));
-            }
+            c.exit(room, bus);
         }
     }
 

@@ -113,10 +113,8 @@ impl<S: CommitSink> Batcher<S> {
                 self.depth.fetch_sub(batch.len() as u64, Ordering::Relaxed);
                 self.finish(batch, done);
                 if !self.unconfirmed.is_empty() {
-                    let mut rooms = std::mem::take(&mut self.unconfirmed);
-                    rooms.sort_unstable();
-                    rooms.dedup();
-                    self.sink.unconfirmed(&rooms);
+                    // Kept sorted and deduplicated as it grows.
+                    self.sink.unconfirmed(&std::mem::take(&mut self.unconfirmed));
                 }
             }
             Err(Failure::Retry(e)) => {
