@@ -72,6 +72,7 @@ fn bench(c: &mut Criterion) {
                         batch_max,
                         timeout: Duration::from_secs(30),
                         outbox: false,
+                        reactions_max: 50,
                     };
                     let (writer, tasks) = group_commit::new(store, Publisher::new(bus), &settings, notify);
                     let drain = CancellationToken::new();
@@ -85,9 +86,11 @@ fn bench(c: &mut Criterion) {
                                 sender_id: 1,
                                 content: format!("bench message {i}"),
                                 client_msg_id: None,
+                                reply_to: None,
+                                mentions: Vec::new(),
                             };
                             // A full queue answers at once; wait for room like a client would.
-                            while writer.submit(write(), Ack { conn: conn.clone(), reference: None }).is_err() {
+                            while writer.submit(write(), Ack::Conn { conn: conn.clone(), reference: None }).is_err() {
                                 tokio::task::yield_now().await;
                             }
                         }

@@ -25,6 +25,8 @@ fn sample() -> Message {
         content: "hello there, this is a fairly typical chat message of modest length".into(),
         timestamp: Utc::now(),
         client_msg_id: Some("0b8f5c1e-6a2d-4c1a-9f7e-2d3c4b5a6978".into()),
+        reply_to: None,
+        mentions: Vec::new(),
     }
 }
 

@@ -108,7 +108,7 @@ impl ErrorCode {
 }
 
 /// An error answered to a client, over REST or WebSocket.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 #[error("{code:?}: {message}")]
 pub struct ApiError {
     /// Wire code.

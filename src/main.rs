@@ -40,6 +40,9 @@ enum Command {
         /// TOML configuration file.
         #[arg(long, env = "LIVECHAT_CONFIG")]
         config: Option<PathBuf>,
+        /// Apply migrations up to this version only (`V<N>__...`); default: all.
+        #[arg(long)]
+        target: Option<u32>,
     },
     /// Print a signed client token for a user.
     Token {
@@ -90,11 +93,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load(config.as_deref())?;
             runtime()?.block_on(livechat::cmd::worker::run_worker(cfg))?;
         }
-        Command::Migrate { config } => {
+        Command::Migrate { config, target } => {
             let cfg = load(config.as_deref())?;
             let url = cfg.database.url.clone().ok_or_else(|| anyhow::anyhow!("DATABASE_URL is not set"))?;
             let applied = runtime()?
-                .block_on(livechat::store::migrate::run_with_ca_file(&url, cfg.database.ca_file.as_deref()))
+                .block_on(livechat::store::migrate::run_to(&url, cfg.database.ca_file.as_deref(), target))
                 .map_err(|e| anyhow::anyhow!("cannot migrate ({e}); is PostgreSQL running and DATABASE_URL right?"))?;
             println!("applied {applied} migration(s)");
         }

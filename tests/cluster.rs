@@ -22,67 +22,6 @@ use tokio::time::Instant;
 /// How long a node may take to notice that Redis is gone or back.
 const HEAL_TIMEOUT: Duration = Duration::from_secs(20);
 
-// --- a cluster ---------------------------------------------------------------------------------
-
-/// `n` nodes `n1`, `n2`, ... on one fresh database and one Redis, sharing the JWT secret and
-/// the admin token (so `mint_token`, `create_user` and `admin_post` work against any node).
-/// Node 1 owns the database; it is dropped last.
-struct Cluster {
-    nodes: Vec<TestServer>,
-}
-
-impl std::ops::Index<usize> for Cluster {
-    type Output = TestServer;
-    fn index(&self, i: usize) -> &TestServer {
-        &self.nodes[i]
-    }
-}
-
-impl std::ops::IndexMut<usize> for Cluster {
-    fn index_mut(&mut self, i: usize) -> &mut TestServer {
-        &mut self.nodes[i]
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // Last node first: node 1 (which drops the database) goes after every other process.
-        while let Some(node) = self.nodes.pop() {
-            drop(node);
-        }
-    }
-}
-
-async fn cluster(n: usize, redis: &str) -> Cluster {
-    cluster_with(n, redis, &[]).await
-}
-
-/// [`cluster`] with extra variables for every node.
-async fn cluster_with(n: usize, redis: &str, extra: &[(&str, &str)]) -> Cluster {
-    assert!(n >= 1);
-    let db = TestDb::create().await;
-    let mut env = vec![("REDIS_URL", redis), ("LIVECHAT_NODE_ID", "n1")];
-    env.extend_from_slice(extra);
-    let first = TestServer::start_with_db(db, &env).await;
-    let (db_url, secret, admin) = (first.db_url.clone(), first.jwt_secret.clone(), first.admin_token.clone());
-    let mut nodes = vec![first];
-    for i in 2..=n {
-        let id = format!("n{i}");
-        let mut env = vec![
-            ("REDIS_URL", redis),
-            ("LIVECHAT_NODE_ID", id.as_str()),
-            ("LIVECHAT_JWT_SECRET", secret.as_str()),
-            ("LIVECHAT_ADMIN_TOKEN", admin.as_str()),
-        ];
-        env.extend_from_slice(extra);
-        let mut node = TestServer::start_with_url(&db_url, &env).await;
-        node.jwt_secret = secret.clone();
-        node.admin_token = admin.clone();
-        nodes.push(node);
-    }
-    Cluster { nodes }
-}
-
 // --- helpers -----------------------------------------------------------------------------------
 
 fn is_presence_of(v: &Value, user: i64) -> bool {
@@ -157,6 +96,8 @@ async fn cross_node_messages_ordered_both_ways() {
     let (cat, tc) = n1.create_user("cat").await;
     let (dan, td) = n2.create_user("dan").await;
     let room = n2.create_room(&ta, "cross", &[bob, cat, dan]).await;
+    // The room's log so far (the members' joins, §10): the messages take the seqs after it.
+    let base = n1.last_seq(&ta, room).await;
     // ann and cat on n1, bob and dan on n2.
     let mut ann_ws = n1.ws_ready(&ta).await;
     let mut cat_ws = n1.ws_ready(&tc).await;
@@ -166,7 +107,7 @@ async fn cross_node_messages_ordered_both_ways() {
     // n1 -> n2: the very same event (id, seq, timestamp...) on every node.
     const FIELDS: [&str; 7] = ["id", "room_id", "seq", "sender_id", "content", "timestamp", "client_msg_id"];
     let e1 = ann_ws.send_and_echo(room, "hello from n1").await;
-    assert_eq!(e1["seq"], json!(1), "{e1}");
+    assert_eq!(e1["seq"], json!(base + 1), "{e1}");
     for (who, ws) in [("bob@n2", &mut bob_ws), ("dan@n2", &mut dan_ws), ("cat@n1", &mut cat_ws)] {
         let got = ws.recv_type("message").await;
         assert_message_event(&got);
@@ -176,7 +117,7 @@ async fn cross_node_messages_ordered_both_ways() {
     }
     // n2 -> n1.
     let e2 = bob_ws.send_and_echo(room, "hello from n2").await;
-    assert_eq!(e2["seq"], json!(2), "{e2}");
+    assert_eq!(e2["seq"], json!(base + 2), "{e2}");
     for (who, ws) in [("ann@n1", &mut ann_ws), ("cat@n1", &mut cat_ws), ("dan@n2", &mut dan_ws)] {
         let got = ws.recv_type("message").await;
         assert_message_event(&got);
@@ -186,7 +127,7 @@ async fn cross_node_messages_ordered_both_ways() {
     }
 
     // Both nodes send into the room at once. Every connection, on either node, sees seqs
-    // 3..=2N+2 exactly once each, in order, with the same id for each seq.
+    // base+3..=base+2N+2 exactly once each, in order, with the same id for each seq.
     const N: usize = 40;
     let total = 2 * N;
     let mut tasks = Vec::new();
@@ -214,7 +155,11 @@ async fn cross_node_messages_ordered_both_ways() {
     for t in tasks {
         let (who, sender, ws, got) = bounded("a connection's messages", t).await.expect("connection task");
         let seqs: Vec<i64> = got.iter().map(|g| g.0).collect();
-        assert_eq!(seqs, (3..=total as i64 + 2).collect::<Vec<_>>(), "{who}: gapless, ordered, unique seqs");
+        assert_eq!(
+            seqs,
+            (base + 3..=base + total as i64 + 2).collect::<Vec<_>>(),
+            "{who}: gapless, ordered, unique seqs"
+        );
         let seq_ids: Vec<(i64, i64)> = got.iter().map(|g| (g.0, g.1)).collect();
         match &reference {
             None => reference = Some(seq_ids),
@@ -235,8 +180,16 @@ async fn cross_node_messages_ordered_both_ways() {
         let extra = ws.sync_barrier().await;
         assert!(extra.iter().all(|v| v["type"] != "message"), "{who}: extra messages: {extra:?}");
     }
+    // Stored gapless: the joins, then exactly the delivered messages.
     let db = n1.db_client().await;
-    assert_eq!(db_room_seqs(&db, room).await, (1..=total as i64 + 2).collect::<Vec<_>>(), "stored gapless");
+    let log = assert_db_room_log_gapless(&db, room).await;
+    assert_eq!(log.len() as i64, base + total as i64 + 2, "stored: the joins and the messages: {log:?}");
+    assert!(log[..base as usize].iter().all(|e| e.1 == "member"), "the joins first: {log:?}");
+    assert_eq!(
+        db_room_seqs(&db, room).await,
+        (base + 1..=base + total as i64 + 2).collect::<Vec<_>>(),
+        "stored messages"
+    );
 }
 
 // --- 2. typing and receipts --------------------------------------------------------------------
@@ -249,6 +202,8 @@ async fn typing_and_receipts_cross_nodes() {
     let (bob, tb) = n1.create_user("bob").await;
     let (cat, tc) = n1.create_user("cat").await;
     let room = n1.create_room(&ta, "typing", &[bob, cat]).await;
+    // The room's log so far (the members' joins, §10): m1 and m2 take the next two seqs.
+    let base = n2.last_seq(&tb, room).await;
     // ann and cat on n1, bob on n2.
     let mut ann_ws = n1.ws_ready(&ta).await;
     let mut cat_ws = n1.ws_ready(&tc).await;
@@ -261,6 +216,7 @@ async fn typing_and_receipts_cross_nodes() {
     let m2 = bob_ws.send_and_echo(room, "m2").await;
     assert_eq!(ann_ws.recv_type("message").await["id"], m2["id"]);
     assert_eq!(cat_ws.recv_type("message").await["id"], m2["id"]);
+    assert_eq!((m1["seq"].clone(), m2["seq"].clone()), (json!(base + 1), json!(base + 2)), "{m1} {m2}");
 
     // typing n1 -> n2 (and to the local member), once each, never back to the sender.
     ann_ws.send_json(json!({ "type": "typing", "room_id": room, "state": "start" })).await;
@@ -333,8 +289,8 @@ async fn typing_and_receipts_cross_nodes() {
             .collect();
         marks.sort_by_key(|m| m.0);
         let of = |u: i64| marks.iter().find(|m| m.0 == u).cloned().unwrap();
-        assert_eq!(of(bob).2, json!(1), "bob read m1: {marks:?}");
-        assert_eq!(of(ann).1, json!(2), "ann got m2: {marks:?}");
+        assert_eq!(of(bob).2, json!(base + 1), "bob read m1: {marks:?}");
+        assert_eq!(of(ann).1, json!(base + 2), "ann got m2: {marks:?}");
         views.push(marks);
     }
     assert_eq!(views[0], views[1], "n1 and n2 report the same watermarks");
@@ -728,6 +684,9 @@ async fn clusters_on_different_databases_are_isolated() {
     assert_eq!(ids[0], ids[1], "precondition: the same user ids in both databases");
     let (ann, cat) = (ids[0][0], ids[0][2]);
     let (ta, tb) = (&tokens[0], &tokens[1]);
+    // Room 1's log in each database so far (the users' joins, §10), before either cluster talks.
+    let base_a = a[0].last_seq(&ta[0], 1).await;
+    let base_b = b[0].last_seq(&tb[0], 1).await;
 
     // A: ann on n1, bob on n2. B: ann on n1, bob and cat on n2.
     let mut a_ann = a[0].ws_ready(&ta[0]).await;
@@ -736,7 +695,7 @@ async fn clusters_on_different_databases_are_isolated() {
     let mut b_bob = b[1].ws_ready(&tb[1]).await;
     let _b_cat = b[1].ws_ready(&tb[2]).await;
 
-    // B talks first: room 1 seqs 1..=3 and a typing event, across B's nodes.
+    // B talks first: room 1 seqs base_b+1..=base_b+3 and a typing event, across B's nodes.
     let mut b_sent = Vec::new();
     for i in 0..3 {
         b_sent.push(b_ann.send_and_echo(1, &format!("B-{i}")).await);
@@ -747,9 +706,10 @@ async fn clusters_on_different_databases_are_isolated() {
     b_ann.send_json(json!({ "type": "typing", "room_id": 1 })).await;
     read_until(&mut b_bob, "B's typing within B", |v| is_typing_of(v, ann)).await;
 
-    // A's room 1 is untouched: bob@A.n2 sees A's first message as seq 1, and nothing of B's.
+    // A's room 1 is untouched: bob@A.n2 sees A's first message at the seq after A's own log
+    // (B's three messages took none of A's), and nothing of B's.
     let (a1, _) = send_collect(&mut a_ann, 1, "A-0").await;
-    assert_eq!(a1["seq"], json!(1), "A's room 1 starts at seq 1: {a1}");
+    assert_eq!(a1["seq"], json!(base_a + 1), "A's first message follows A's own log only: {a1}");
     let (before, got) = read_until(&mut a_bob, "A's first message", |v| v["type"] == "message").await;
     assert_eq!((&got["id"], &got["content"]), (&a1["id"], &json!("A-0")), "bob@A.n2 got B's message: {got}");
     assert!(!before.iter().any(|v| v["type"] == "typing"), "bob@A.n2 got B's typing: {before:?}");
@@ -759,7 +719,7 @@ async fn clusters_on_different_databases_are_isolated() {
     read_until(&mut a_bob, "A's typing within A", |v| is_typing_of(v, ann)).await;
     a_ann.send_and_echo(1, "A-1").await;
     let (b3, _) = send_collect(&mut b_ann, 1, "B-3").await;
-    assert_eq!(b3["seq"], json!(4), "{b3}");
+    assert_eq!(b3["seq"], json!(base_b + 4), "{b3}");
     let (before, got) = read_until(&mut b_bob, "B's next message", |v| v["type"] == "message").await;
     assert_eq!((&got["id"], &got["content"]), (&b3["id"], &json!("B-3")), "bob@B.n2 got A's message: {got}");
     assert!(!before.iter().any(|v| v["type"] == "typing"), "bob@B.n2 got A's typing: {before:?}");

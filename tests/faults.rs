@@ -55,6 +55,23 @@ fn assert_acks_stored(acks: &[Ack], rows: &HashMap<String, (i64, i64, i64)>) {
     }
 }
 
+/// Asserts `room`'s stored log (§10: messages and room events) is gapless 1..=n and its
+/// messages are its seqs `base + 1..=n`: before `base` only room events (the members' joins),
+/// after it only messages, with no gap. Returns n.
+async fn assert_log_is_joins_then_messages(client: &tokio_postgres::Client, room: i64, base: i64) -> i64 {
+    let log = assert_db_room_log_gapless(client, room).await;
+    let n = log.len() as i64;
+    assert!(n >= base, "room {room}: the log lost events before seq {base}: {log:?}");
+    let joins = log.iter().filter(|e| e.0 <= base).all(|e| e.1 == "member");
+    assert!(joins, "room {room}: only member events up to seq {base}: {log:?}");
+    assert_eq!(
+        db_room_seqs(client, room).await,
+        (base + 1..=n).collect::<Vec<_>>(),
+        "room {room}: messages after the joins"
+    );
+    n
+}
+
 // --- (a) PostgreSQL outage -----------------------------------------------------------------
 
 #[tokio::test]
@@ -65,6 +82,7 @@ async fn postgres_outage_gives_unavailable_and_recovers() {
     let s = TestServer::start_with_db(db, &[("LIVECHAT_STORAGE__WRITE_TIMEOUT_MS", "1000")]).await;
     let (_, t) = s.create_user("outage").await;
     let mut c = s.ws(&t).await;
+    let base = s.last_seq(&t, 1).await;
     let before = c.send_and_echo(1, "before the outage").await;
 
     pg.stop().await;
@@ -110,7 +128,10 @@ async fn postgres_outage_gives_unavailable_and_recovers() {
     assert_eq!(copies[0]["seq"], echo["seq"]);
     assert!(h.iter().any(|m| m["id"] == before["id"]));
     let client = pg_connect(&db_url).await;
-    assert_eq!(db_room_seqs(&client, 1).await, (1..=3).collect::<Vec<_>>(), "gapless seqs");
+    let n = assert_log_is_joins_then_messages(&client, 1, base).await;
+    assert_eq!(n, base + 3, "exactly the three acknowledged messages, gapless");
+    let acked = [&before, &echo, &after].map(|m| m["seq"].as_i64().expect("seq"));
+    assert_eq!(acked, [base + 1, base + 2, base + 3], "the stored seqs are the acknowledged ones");
 
     // Readiness comes back by itself (polled: there is no event to await).
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -168,6 +189,9 @@ async fn sigkill_mid_burst_loses_no_acknowledged_message() {
     let (u2, t2) = s.create_user("k2").await;
     let (_u3, t3) = s.create_user("k3").await;
     let room = s.create_room(&t3, "burst", &[u1, u2]).await;
+    // Each room's log so far (the members' joins, §10): the burst takes the seqs after it.
+    let base_1 = s.last_seq(&t3, 1).await;
+    let base_room = s.last_seq(&t3, room).await;
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Ack>();
     let mut tasks = Vec::new();
@@ -201,17 +225,17 @@ async fn sigkill_mid_burst_loses_no_acknowledged_message() {
     let client = s.db_client().await;
     let rows = stored(&client).await;
     assert_acks_stored(&acks, &rows);
-    for r in [1, room] {
-        let seqs = db_room_seqs(&client, r).await;
-        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "room {r}: seqs exactly 1..n");
+    for (r, base) in [(1, base_1), (room, base_room)] {
+        let n = assert_log_is_joins_then_messages(&client, r, base).await;
         let max_acked = acks.iter().filter(|a| a.room_id == r).map(|a| a.seq).max().unwrap_or(0);
-        assert!(seqs.len() as i64 >= max_acked, "room {r}");
+        assert!(n >= max_acked, "room {r}");
     }
-    // History agrees, and a new message continues the sequence in each room.
+    // History agrees, and a new message continues the sequence in each room (after k4's join
+    // in room 1).
     let (_, t4) = s.create_user("k4").await;
     let mut c = s.ws(&t1).await;
     for r in [1, room] {
-        let n = db_room_seqs(&client, r).await.len() as i64;
+        let n = assert_db_room_log_gapless(&client, r).await.len() as i64;
         let e = c.send_and_echo(r, "after restart").await;
         assert_eq!(e["seq"], json!(n + 1), "room {r} continues at n+1");
     }
@@ -231,10 +255,14 @@ async fn sigkill_mid_burst_loses_no_acknowledged_message() {
 async fn sigterm_closes_1001_commits_and_exits_zero() {
     let mut s = TestServer::start(&[FAST, FAST_BURST, ("LIVECHAT_SERVER__DRAIN_SECS", "5")]).await;
     let mut clients = Vec::new();
+    let mut token = String::new();
     for i in 0..3 {
         let (_, t) = s.create_user(&format!("term{i}")).await;
         clients.push(s.ws_ready(&t).await);
+        token = t;
     }
+    // Room 1's log so far (the users' joins, §10): the messages take the seqs after it.
+    let base = s.last_seq(&token, 1).await;
     // Messages in flight: sent, not yet awaited.
     for (i, c) in clients.iter_mut().enumerate() {
         for j in 0..30 {
@@ -263,8 +291,8 @@ async fn sigterm_closes_1001_commits_and_exits_zero() {
     let client = s.db_client().await;
     let rows = stored(&client).await;
     assert_acks_stored(&acks, &rows);
-    let seqs = db_room_seqs(&client, 1).await;
-    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "gapless after shutdown");
+    // Gapless after shutdown.
+    assert_log_is_joins_then_messages(&client, 1, base).await;
 
     // It no longer accepts connections.
     assert!(tokio::net::TcpStream::connect(s.addr).await.is_err(), "listener closed after exit");

@@ -193,7 +193,7 @@ async fn a_silently_stopped_postgres_means_unavailable_then_heals_with_nothing_l
     let (_, listener_token) = s.create_user("listener").await;
     let mut c = s.ws_ready(&token).await;
     let mut listener = s.ws_ready(&listener_token).await;
-    c.send_and_echo(1, "before").await;
+    let before = c.send_and_echo(1, "before").await;
     listener.recv_type("message").await;
 
     let frozen = pg.freeze();
@@ -220,7 +220,12 @@ async fn a_silently_stopped_postgres_means_unavailable_then_heals_with_nothing_l
         .expect("count")
         .get(0);
     assert_eq!(n, 1, "stored exactly once");
-    assert_eq!(db_room_seqs(&db, 1).await, (1..=echo["seq"].as_i64().expect("seq")).collect::<Vec<_>>(), "gapless");
+    // Room 1's log (the users' joins, §10, and the messages) is gapless and ends with the echo;
+    // its messages are exactly the two acknowledged ones.
+    let log = assert_db_room_log_gapless(&db, 1).await;
+    assert_eq!(log.last().map(|e| e.0), echo["seq"].as_i64(), "the echo is the latest event: {log:?}");
+    assert_eq!(db_room_seqs(&db, 1).await, [&before, &echo].map(|m| m["seq"].as_i64().expect("seq")), "{log:?}");
+    assert!(log.iter().all(|e| e.1 == "message" || e.1 == "member"), "only joins besides the messages: {log:?}");
     eventually("/readyz is 200 again", Duration::from_secs(30), || async { s.get_anon("/readyz").await.status == 200 })
         .await;
     s.sigterm();
@@ -237,24 +242,26 @@ async fn a_failed_replay_answers_unavailable_and_live_delivery_goes_on() {
     let (_, tb) = s.create_user("talker").await;
     let mut a = s.ws_ready(&ta).await;
     let mut b = s.ws_ready(&tb).await;
+    let mut sent = Vec::new();
     for i in 0..3 {
-        b.send_and_echo(1, &format!("m{i}")).await;
+        sent.push(b.send_and_echo(1, &format!("m{i}")).await["seq"].as_i64().expect("seq"));
         a.recv_type("message").await;
     }
-    // The watcher reconnects having seen only seq 1; then the history cannot be read, so its
-    // replay of 2..=3 fails.
+    // The watcher reconnects having seen only the first message; then the history cannot be
+    // read, so its replay of the other two fails.
     a.close().await;
     let mut a = s.ws_ready(&ta).await;
     pg.stop().await;
-    a.send_json(json!({"type": "sync", "rooms": {"1": 1}})).await;
+    a.send_json(json!({"type": "sync", "rooms": {"1": sent[0]}})).await;
     let err = a.recv_type("error").await;
     assert_ws_error(&err, "unavailable");
     pg.start().await;
-    // Live delivery of the room goes on (from seq 4): the failed replay did not move the
-    // connection's position to "has seen up to 1", which would drop every later live event.
+    // Live delivery of the room goes on (from the seq after the third message): the failed
+    // replay did not move the connection's position to "has seen up to the first message",
+    // which would drop every later live event.
     let echo = send_until_echo(&mut b, "after the outage", "after-1").await;
     let got = a.recv_type("message").await;
-    assert_eq!((got["id"].clone(), got["seq"].clone()), (echo["id"].clone(), json!(4)));
+    assert_eq!((got["id"].clone(), got["seq"].clone()), (echo["id"].clone(), json!(sent[2] + 1)));
 }
 
 // --- replays cannot be used to amplify memory -----------------------------------------------

@@ -509,6 +509,7 @@ fn job(n: i64) -> livechat::notify::Job {
         sender_id: 1,
         preview: format!("p{n}"),
         created_at: "2024-01-01T00:00:00Z".into(),
+        mention: false,
         attempts: 0,
         enqueued_at_ms: 0,
         last_error: None,

@@ -165,16 +165,18 @@ async fn history_default_limit_order_paging_and_shape() {
     let s = TestServer::start(FAST_LIMITS).await;
     let (uid, t) = s.create_user("hist").await;
     let mut c = s.ws(&t).await;
+    // Room 1's log so far (the user's join, §10): message i takes seq base + i.
+    let base = s.last_seq(&t, 1).await;
     for i in 1..=55 {
         let e = c.send_and_echo(1, &format!("m{i}")).await;
-        assert_eq!(e["seq"], json!(i), "seq of message {i}: {e}");
+        assert_eq!(e["seq"], json!(base + i), "seq of message {i}: {e}");
     }
     // Default: 50, newest first, room 1 when room_id omitted.
     let r = s.get_json("/chat/history", &t).await;
     assert_eq!(r.status, 200, "{r:?}");
     let list = r.body.as_array().expect("array").clone();
     assert_eq!(list.len(), 50, "default limit is 50");
-    assert_eq!(seqs(&list), (6..=55).rev().collect::<Vec<_>>(), "newest first");
+    assert_eq!(seqs(&list), (base + 6..=base + 55).rev().collect::<Vec<_>>(), "newest first");
     let newest = &list[0];
     assert_history_message(newest);
     assert_eq!(newest["room_id"], json!(1));
@@ -188,15 +190,15 @@ async fn history_default_limit_order_paging_and_shape() {
     let ids: Vec<i64> = list.iter().map(|m| m["id"].as_i64().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "ids increase with seq: {ids:?}");
 
-    // Paging backwards.
-    let r = s.get_json("/chat/history?room_id=1&before_seq=6", &t).await;
-    assert_eq!(seqs(r.body.as_array().unwrap()), vec![5, 4, 3, 2, 1]);
-    let r = s.get_json("/chat/history?room_id=1&limit=3&before_seq=10", &t).await;
-    assert_eq!(seqs(r.body.as_array().unwrap()), vec![9, 8, 7]);
+    // Paging backwards (history lists messages only: the join at seq base is not one).
+    let r = s.get_json(&format!("/chat/history?room_id=1&before_seq={}", base + 6), &t).await;
+    assert_eq!(seqs(r.body.as_array().unwrap()), (base + 1..=base + 5).rev().collect::<Vec<_>>());
+    let r = s.get_json(&format!("/chat/history?room_id=1&limit=3&before_seq={}", base + 10), &t).await;
+    assert_eq!(seqs(r.body.as_array().unwrap()), vec![base + 9, base + 8, base + 7]);
     let r = s.get_json("/chat/history?room_id=1&limit=500", &t).await;
-    assert_eq!(seqs(r.body.as_array().unwrap()), (1..=55).rev().collect::<Vec<_>>());
-    let r = s.get_json("/chat/history?room_id=1&before_seq=1", &t).await;
-    assert_eq!(r.body, json!([]), "nothing before seq 1: {r:?}");
+    assert_eq!(seqs(r.body.as_array().unwrap()), (base + 1..=base + 55).rev().collect::<Vec<_>>());
+    let r = s.get_json(&format!("/chat/history?room_id=1&before_seq={}", base + 1), &t).await;
+    assert_eq!(r.body, json!([]), "no message before the first one: {r:?}");
 }
 
 #[tokio::test]
@@ -224,7 +226,8 @@ async fn create_room_and_list_with_watermarks() {
     assert_eq!(r.status, 201, "{r:?}");
     assert_room_object(&r.body);
     assert_eq!(r.body["name"], json!("ops"));
-    assert_eq!(r.body["last_seq"], json!(0));
+    // Its log starts with one join per member, the creator first (§10).
+    assert_eq!(r.body["last_seq"], json!(2), "the joins of alice and bob: {r:?}");
     let room = r.body["id"].as_i64().unwrap();
     assert_ne!(room, 1);
 
@@ -244,13 +247,13 @@ async fn create_room_and_list_with_watermarks() {
     assert!(!contains_by(&lc.body, "id", room), "carol must not see ops: {lc:?}");
     assert!(contains_by(&lc.body, "id", 1), "carol is in general: {lc:?}");
 
-    // last_seq follows messages.
+    // last_seq follows messages (after the two joins).
     let mut c = s.ws(&ta).await;
     c.send_and_echo(room, "one").await;
     c.send_and_echo(room, "two").await;
     let la = s.get_json("/v1/rooms", &ta).await;
     let r = find_by(&la.body, "id", room);
-    assert_eq!(r["last_seq"], json!(2), "{r}");
+    assert_eq!(r["last_seq"], json!(4), "{r}");
     assert_eq!(r["delivered_seq"], json!(0), "{r}");
     assert_eq!(r["read_seq"], json!(0), "{r}");
     let _ = a;

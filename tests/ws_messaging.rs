@@ -84,13 +84,15 @@ async fn message_echo_and_delivery_with_all_fields() {
     let (_b, tb) = s.create_user("bob").await;
     let mut ca = s.ws_ready(&ta).await;
     let mut cb = s.ws_ready(&tb).await;
+    // Room 1's events so far (the users' joins, §10): the message takes the next seq.
+    let base = s.last_seq(&ta, 1).await;
 
     // room_id omitted → room 1.
     ca.send_json(json!({ "type": "message", "content": "hello", "client_msg_id": "c1" })).await;
     let echo = ca.recv_type("message").await;
     assert_message_event(&echo);
     assert_eq!(echo["room_id"], json!(1));
-    assert_eq!(echo["seq"], json!(1));
+    assert_eq!(echo["seq"], json!(base + 1));
     assert_eq!(echo["sender_id"], json!(a));
     assert_eq!(echo["content"], json!("hello"));
     assert_eq!(echo["client_msg_id"], json!("c1"));
@@ -105,7 +107,7 @@ async fn message_echo_and_delivery_with_all_fields() {
     ca.send_json(json!({ "type": "message", "room_id": 1, "content": "two", "sender_id": a })).await;
     let e2 = ca.recv_type("message").await;
     assert_eq!(e2["client_msg_id"], Value::Null);
-    assert_eq!(e2["seq"], json!(2));
+    assert_eq!(e2["seq"], json!(base + 2));
     assert!(e2["id"].as_i64().unwrap() > echo["id"].as_i64().unwrap(), "ids increase");
     let g2 = cb.recv_type("message").await;
     assert_eq!(g2["id"], e2["id"]);
@@ -125,13 +127,14 @@ async fn seq_follows_send_order_on_one_connection() {
     let s = TestServer::start(FAST_LIMITS).await;
     let (_, ta) = s.create_user("order").await;
     let mut c = s.ws(&ta).await;
+    let base = s.last_seq(&ta, 1).await;
     for i in 0..20 {
         c.send_msg(1, &format!("n{i}"), Some(&format!("o{i}"))).await;
     }
     for i in 0..20 {
         let e = c.recv_type("message").await;
         assert_eq!(e["client_msg_id"], json!(format!("o{i}")), "echoes arrive in send order");
-        assert_eq!(e["seq"], json!(i + 1), "seq {} for the {}th message: {e}", i + 1, i);
+        assert_eq!(e["seq"], json!(base + i + 1), "seq {} for the {}th message: {e}", base + i + 1, i);
     }
 }
 
@@ -177,6 +180,7 @@ async fn sender_id_mismatch_is_forbidden_with_ref() {
     let (a, ta) = s.create_user("spoof_a").await;
     let (b, _) = s.create_user("spoof_b").await;
     let mut c = s.ws(&ta).await;
+    let base = s.last_seq(&ta, 1).await;
     c.send_json(json!({ "type": "message", "room_id": 1, "content": "x", "sender_id": b, "client_msg_id": "sp1" }))
         .await;
     let e = c.recv_type("error").await;
@@ -188,7 +192,7 @@ async fn sender_id_mismatch_is_forbidden_with_ref() {
     // Nothing stored; the connection still works.
     let ok = c.send_and_echo(1, "real").await;
     assert_eq!(ok["sender_id"], json!(a));
-    assert_eq!(ok["seq"], json!(1), "the spoofed message took no seq");
+    assert_eq!(ok["seq"], json!(base + 1), "the spoofed message took no seq");
     assert_eq!(s.history(&ta, 1, 10).await.len(), 1);
 }
 
@@ -316,6 +320,8 @@ async fn status_update_advances_watermarks_and_relays() {
     let room = s.create_room(&ta, "receipts", &[b]).await;
     let mut ca = s.ws_ready(&ta).await;
     let mut cb = s.ws_ready(&tb).await;
+    // The members' joins (§10) took the room's first seqs.
+    let base = s.last_seq(&ta, room).await;
 
     let m1 = ca.send_and_echo(room, "first").await;
     let m2 = ca.send_and_echo(room, "second").await;
@@ -323,6 +329,8 @@ async fn status_update_advances_watermarks_and_relays() {
     cb.recv_type("message").await;
     let m1_id = m1["id"].as_i64().unwrap();
     let m2_id = m2["id"].as_i64().unwrap();
+    let (m1_seq, m2_seq) = (base + 1, base + 2);
+    assert_eq!((m1["seq"].clone(), m2["seq"].clone()), (json!(m1_seq), json!(m2_seq)), "{m1} {m2}");
 
     // Delivered on m1.
     cb.send_json(json!({ "type": "status_update", "message_id": m1_id, "delivered": true })).await;
@@ -334,7 +342,7 @@ async fn status_update_advances_watermarks_and_relays() {
     );
     let members = s.get_json(&format!("/v1/rooms/{room}/members"), &ta).await;
     let mb = members.body.as_array().unwrap().iter().find(|m| m["user_id"] == json!(b)).unwrap().clone();
-    assert_eq!((mb["delivered_seq"].clone(), mb["read_seq"].clone()), (json!(1), json!(0)), "{members:?}");
+    assert_eq!((mb["delivered_seq"].clone(), mb["read_seq"].clone()), (json!(m1_seq), json!(0)), "{members:?}");
 
     // Read on m2 implies delivered.
     cb.send_json(json!({ "type": "status_update", "message_id": m2_id, "read": true })).await;
@@ -350,8 +358,8 @@ async fn status_update_advances_watermarks_and_relays() {
         .await;
     let members = s.get_json(&format!("/v1/rooms/{room}/members"), &ta).await;
     let mb = members.body.as_array().unwrap().iter().find(|m| m["user_id"] == json!(b)).unwrap().clone();
-    assert_eq!(mb["delivered_seq"], json!(2), "{mb}");
-    assert_eq!(mb["read_seq"], json!(2), "{mb}");
+    assert_eq!(mb["delivered_seq"], json!(m2_seq), "{mb}");
+    assert_eq!(mb["read_seq"], json!(m2_seq), "{mb}");
     let ma = members.body.as_array().unwrap().iter().find(|m| m["user_id"] == json!(a)).unwrap().clone();
     assert_eq!(ma["read_seq"], json!(0), "alice reported nothing: {ma}");
 
@@ -359,7 +367,7 @@ async fn status_update_advances_watermarks_and_relays() {
     let rb = rooms_b.body.as_array().unwrap().iter().find(|r| r["id"] == json!(room)).unwrap().clone();
     assert_eq!(
         (rb["delivered_seq"].clone(), rb["read_seq"].clone(), rb["last_seq"].clone()),
-        (json!(2), json!(2), json!(2))
+        (json!(m2_seq), json!(m2_seq), json!(m2_seq))
     );
 
     // Booleans in history.
@@ -481,34 +489,44 @@ async fn sync_replays_missed_messages_then_synced() {
     let (b, tb) = s.create_user("sy_b").await;
     let room = s.create_room(&ta, "sync-room", &[b]).await;
     let mut ca = s.ws(&ta).await;
+    // Seqs count every room event (§10): the members' joins came first, so the messages take
+    // the seqs after each room's `last_seq`, and positions are seqs, not message counts.
+    let (base_1, base_room) = (s.last_seq(&ta, 1).await, s.last_seq(&ta, room).await);
     let mut sent: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
     for i in 0..6 {
         sent.entry(1).or_default().push(ca.send_and_echo(1, &format!("g{i}")).await);
         sent.entry(room).or_default().push(ca.send_and_echo(room, &format!("r{i}")).await);
     }
-    // Bob "last saw" seq 2 in room 1 and 4 in room.
+    let seq_of = |m: &Value| m["seq"].as_i64().unwrap();
+    for (r, base) in [(1, base_1), (room, base_room)] {
+        let got: Vec<i64> = sent[&r].iter().map(seq_of).collect();
+        assert_eq!(got, (base + 1..=base + 6).collect::<Vec<_>>(), "room {r}: the messages' seqs");
+    }
+    let (last_1, last_room) = (base_1 + 6, base_room + 6);
+    // Bob "last saw" the 2nd message in room 1 and the 4th in room.
     let mut cb = s.ws(&tb).await;
-    cb.send_json(json!({ "type": "sync", "rooms": { "1": 2, (room.to_string()): 4 } })).await;
+    let (events, synced) =
+        cb.sync_replay(json!({ "1": seq_of(&sent[&1][1]), (room.to_string()): seq_of(&sent[&room][3]) })).await;
+    // Every room event past those positions, and only those: here, messages only.
     let mut replay: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
-    let synced = loop {
-        let v = cb.recv_types(&["message", "synced"]).await;
-        if v["type"] == "synced" {
-            break v;
-        }
+    for v in events {
         assert_message_event(&v);
         replay.entry(v["room_id"].as_i64().unwrap()).or_default().push(v);
-    };
+    }
     let ids = |v: &[Value]| v.iter().map(|m| m["id"].clone()).collect::<Vec<_>>();
-    assert_eq!(ids(&replay[&1]), ids(&sent[&1][2..]), "room 1 replay = seq 3..6 in order");
-    assert_eq!(ids(&replay[&room]), ids(&sent[&room][4..]), "room replay = seq 5..6 in order");
-    assert_eq!(synced["rooms"], json!({ "1": 6, (room.to_string()): 6 }), "{synced}");
+    let seqs = |v: &[Value]| v.iter().map(seq_of).collect::<Vec<_>>();
+    assert_eq!(ids(&replay[&1]), ids(&sent[&1][2..]), "room 1 replay = messages 3..6 in order");
+    assert_eq!(seqs(&replay[&1]), seqs(&sent[&1][2..]), "room 1 replay keeps the seqs");
+    assert_eq!(ids(&replay[&room]), ids(&sent[&room][4..]), "room replay = messages 5..6 in order");
+    assert_eq!(seqs(&replay[&room]), seqs(&sent[&room][4..]), "room replay keeps the seqs");
+    assert_eq!(replay.len(), 2, "only the listed rooms: {replay:?}");
+    assert_eq!(synced["rooms"], json!({ "1": last_1, (room.to_string()): last_room }), "{synced}");
     assert_eq!(synced["more"], json!(false), "{synced}");
 
     // Already up to date: nothing replayed.
-    cb.send_json(json!({ "type": "sync", "rooms": { "1": 6 } })).await;
-    let v = cb.recv_types(&["message", "synced"]).await;
-    assert_eq!(v["type"], "synced", "nothing to replay: {v}");
-    assert_eq!(v["more"], json!(false));
+    let (events, synced) = cb.sync_replay(json!({ "1": last_1 })).await;
+    assert!(events.is_empty(), "nothing to replay: {events:?}");
+    assert_eq!(synced["more"], json!(false), "{synced}");
 }
 
 #[tokio::test]
@@ -519,32 +537,39 @@ async fn sync_respects_max_replay_and_sets_more() {
         ("LIVECHAT_LIMITS__MESSAGES_BURST", "10000"),
     ])
     .await;
-    let (_, ta) = s.create_user("mr_a").await;
-    let (_, tb) = s.create_user("mr_b").await;
+    let (a, ta) = s.create_user("mr_a").await;
+    let (b, tb) = s.create_user("mr_b").await;
     let mut ca = s.ws(&ta).await;
+    // Room 1's log so far: the two users' joins (§10). The messages follow them.
+    let base = s.last_seq(&ta, 1).await;
+    let mut sent = Vec::new();
     for i in 0..12 {
-        ca.send_and_echo(1, &format!("x{i}")).await;
+        sent.push(ca.send_and_echo(1, &format!("x{i}")).await["id"].clone());
     }
+    let total = base + 12;
     let mut cb = s.ws(&tb).await;
     let mut last = 0i64;
     let mut all = Vec::new();
-    for (expect_n, expect_more) in [(5, true), (5, true), (2, false)] {
-        cb.send_json(json!({ "type": "sync", "rooms": { "1": last } })).await;
-        let mut got = Vec::new();
-        let synced = loop {
-            let v = cb.recv_types(&["message", "synced"]).await;
-            if v["type"] == "synced" {
-                break v;
-            }
-            got.push(v["seq"].as_i64().unwrap());
-        };
-        assert_eq!(got, ((last + 1)..=(last + expect_n)).collect::<Vec<_>>(), "replayed seqs");
-        assert_eq!(synced["more"], json!(expect_more), "{synced}");
+    // Pages of at most 5 events (the joins included), `more` while events are left past one.
+    while last < total {
+        let expect_n = (total - last).min(5);
+        let (got, synced) = cb.sync_replay(json!({ "1": last })).await;
+        let seqs: Vec<i64> = got.iter().map(|v| v["seq"].as_i64().unwrap()).collect();
+        assert_eq!(seqs, ((last + 1)..=(last + expect_n)).collect::<Vec<_>>(), "replayed seqs: {got:?}");
+        assert_eq!(synced["more"], json!(last + expect_n < total), "{synced}");
         last += expect_n;
         assert_eq!(synced["rooms"]["1"], json!(last), "{synced}");
         all.extend(got);
     }
-    assert_eq!(all, (1..=12).collect::<Vec<_>>());
+    assert_eq!(all.len() as i64, total, "{all:?}");
+    // What the client saw: the joins, then the messages as sent.
+    let (joins, messages) = all.split_at(base as usize);
+    let joined: Vec<(Value, Value)> = joins.iter().map(|v| (v["type"].clone(), v["user_id"].clone())).collect();
+    assert_eq!(joined, vec![(json!("member"), json!(a)), (json!("member"), json!(b))], "the joins: {joins:?}");
+    assert!(joins.iter().all(|v| v["action"] == "join" && v["room_id"] == json!(1)), "{joins:?}");
+    let ids: Vec<Value> = messages.iter().map(|v| v["id"].clone()).collect();
+    assert_eq!(ids, sent, "the messages, in order: {messages:?}");
+    messages.iter().for_each(assert_message_event);
 }
 
 // --- ordering under concurrency ------------------------------------------------------------
@@ -558,6 +583,11 @@ async fn live_delivery_is_gapless_ordered_and_unique_across_two_rooms() {
     let room = s.create_room(&ta, "concurrent", &[b, c]).await;
     let mut watcher = s.ws_ready(&tc).await;
     const N: usize = 40;
+    // Each room's log so far (the members' joins, §10): the messages take the seqs after it.
+    let mut base: HashMap<i64, i64> = HashMap::new();
+    for r in [1, room] {
+        base.insert(r, s.last_seq(&tc, r).await);
+    }
 
     let mut senders = Vec::new();
     for (name, token) in [("a", ta.clone()), ("b", tb.clone())] {
@@ -601,7 +631,8 @@ async fn live_delivery_is_gapless_ordered_and_unique_across_two_rooms() {
         h.await.expect("sender task");
     }
     for r in [1, room] {
-        assert_eq!(per_room[&r], (1..=N as i64).collect::<Vec<_>>(), "room {r}: gapless, ordered, unique");
+        let b = base[&r];
+        assert_eq!(per_room[&r], (b + 1..=b + N as i64).collect::<Vec<_>>(), "room {r}: gapless, ordered, unique");
     }
     // Nothing extra arrives afterwards (no duplicates).
     let extra = watcher.sync_barrier().await;
@@ -644,9 +675,12 @@ async fn resume_with_capped_replay_under_live_traffic_is_gapless_and_ordered() {
         ("LIVECHAT_LIMITS__MESSAGES_BURST", "10000"),
     ])
     .await;
-    let (_, ta) = s.create_user("rs_a").await;
-    let (_, tb) = s.create_user("rs_b").await;
+    let (a, ta) = s.create_user("rs_a").await;
+    let (b_id, tb) = s.create_user("rs_b").await;
     let mut sender = s.ws_ready(&ta).await;
+    // Room 1's log starts with the two joins (§10); the 70 messages follow them.
+    let base = s.last_seq(&ta, 1).await;
+    let total = base + 70;
     for i in 0..30 {
         sender.send_and_echo(1, &format!("before {i}")).await;
     }
@@ -659,16 +693,11 @@ async fn resume_with_capped_replay_under_live_traffic_is_gapless_and_ordered() {
     });
     let mut b = WsClient::connect(&format!("{}&resume=1", s.ws_url(&tb))).await.expect("connect");
     let mut last = 0i64;
-    let mut got = Vec::new();
+    // Every room event B sees (replayed or live), in arrival order.
+    let mut got: Vec<Value> = Vec::new();
     loop {
-        b.send_json(json!({ "type": "sync", "rooms": { "1": last } })).await;
-        let synced = loop {
-            let v = b.recv_types(&["message", "synced"]).await;
-            if v["type"] == "synced" {
-                break v;
-            }
-            got.push(v["seq"].as_i64().unwrap());
-        };
+        let (events, synced) = b.sync_replay(json!({ "1": last })).await;
+        got.extend(events);
         last = synced["rooms"]["1"].as_i64().unwrap();
         if synced["more"] == json!(false) {
             break;
@@ -676,8 +705,18 @@ async fn resume_with_capped_replay_under_live_traffic_is_gapless_and_ordered() {
     }
     let _sender = bounded("live sender", live).await.unwrap();
     // After the last synced, live delivery continues from `last`.
-    while got.last().copied().unwrap_or(0) < 70 {
-        got.push(b.recv_type("message").await["seq"].as_i64().unwrap());
+    let seq_of = |v: &Value| v["seq"].as_i64().unwrap();
+    while got.last().map(seq_of).unwrap_or(0) < total {
+        got.push(b.recv_types(&ROOM_EVENT_TYPES).await);
     }
-    assert_eq!(got, (1..=70).collect::<Vec<_>>(), "every seq once, in order");
+    assert!(got.iter().all(|v| v["room_id"] == json!(1)), "room 1 only: {got:?}");
+    assert_eq!(got.iter().map(seq_of).collect::<Vec<_>>(), (1..=total).collect::<Vec<_>>(), "every seq once, in order");
+    // The joins, then only messages: the 30 before and the 40 during, in send order.
+    let joins: Vec<(Value, Value)> =
+        got[..base as usize].iter().map(|v| (v["type"].clone(), v["user_id"].clone())).collect();
+    assert_eq!(joins, vec![(json!("member"), json!(a)), (json!("member"), json!(b_id))], "{got:?}");
+    let contents: Vec<Value> = got[base as usize..].iter().map(|v| v["content"].clone()).collect();
+    let want: Vec<Value> =
+        (0..30).map(|i| json!(format!("before {i}"))).chain((0..40).map(|i| json!(format!("during {i}")))).collect();
+    assert_eq!(contents, want, "the messages, each once, in order");
 }

@@ -106,6 +106,10 @@ pub enum Cmd {
     Resume(scen::ResumeArgs),
     /// Mixed traffic for minutes: RSS, fds and latency over time, nothing lost or repeated
     Soak(scen::SoakArgs),
+    /// Room-event mix: messages with edits and reactions; committed events/s by kind
+    Events(scen::EventsArgs),
+    /// GET /v1/rooms with unread and mention counts for a user in many rooms
+    Unread(scen::UnreadArgs),
     /// Re-print a saved --json report and (with --svg) redraw its plot
     Render {
         /// report JSON written by --json

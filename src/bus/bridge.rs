@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::envelope::{self, Envelope};
-use super::Bus;
+use super::{Bus, MemberChange};
 use crate::redis_link::RedisLink;
 use crate::telemetry::names;
 use crate::util::{lock, Backoff};
@@ -55,8 +55,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Something to publish.
 enum Outgoing {
-    Message { room: i64, seq: i64, frame: Bytes },
+    Message { room: i64, seq: i64, frame: Bytes, leaving: Option<i64> },
     Event { room: i64, except_user: Option<i64>, frame: Bytes },
+    Membership(MemberChange),
 }
 
 enum SubCmd {
@@ -69,6 +70,10 @@ pub struct Bridge {
     node: String,
     /// `<prefix>:room:`
     channel_prefix: String,
+    /// `<prefix>:members`: every membership change, for every node.
+    members_channel: String,
+    /// A membership change could not be published: the other nodes are asked to re-sync.
+    members_missed: AtomicBool,
     out: mpsc::Sender<Outgoing>,
     /// Bounded: past it, the subscription is rebuilt from the bus's rooms (`resubscribe`).
     subs: mpsc::Sender<SubCmd>,
@@ -78,6 +83,8 @@ pub struct Bridge {
     missed: Mutex<HashMap<i64, i64>>,
     /// Whether the subscriber connection is up (a drop starts a new outage's warning).
     connected: AtomicBool,
+    /// Whether it ever was (a reconnect re-reads memberships).
+    was_connected: AtomicBool,
 }
 
 impl Bridge {
@@ -89,11 +96,14 @@ impl Bridge {
         let bridge = Arc::new(Bridge {
             node,
             channel_prefix: format!("{prefix}:room:"),
+            members_channel: format!("{prefix}:members"),
+            members_missed: AtomicBool::new(false),
             out,
             subs,
             resubscribe: AtomicBool::new(false),
             missed: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(false),
+            was_connected: AtomicBool::new(false),
         });
         metrics::gauge!(names::BUS_BRIDGE_CONNECTED).set(0.0);
         (bridge.clone(), Tasks { bridge, out_rx, subs_rx })
@@ -117,9 +127,15 @@ impl Bridge {
         }
     }
 
-    pub(super) fn message(&self, room: i64, seq: i64, frame: &Bytes) {
-        if self.out.try_send(Outgoing::Message { room, seq, frame: frame.clone() }).is_err() {
+    pub(super) fn message(&self, room: i64, seq: i64, frame: &Bytes, leaving: Option<i64>) {
+        if self.out.try_send(Outgoing::Message { room, seq, frame: frame.clone(), leaving }).is_err() {
             self.miss(room, seq);
+        }
+    }
+
+    pub(super) fn membership(&self, change: MemberChange) {
+        if self.out.try_send(Outgoing::Membership(change)).is_err() {
+            self.members_missed.store(true, Ordering::Relaxed);
         }
     }
 
@@ -178,7 +194,8 @@ async fn publisher(
             _ = stop.cancelled() => return,
         }
         let missed = bridge.take_missed();
-        if batch.is_empty() && missed.is_empty() {
+        let members_missed = bridge.members_missed.swap(false, Ordering::Relaxed);
+        if batch.is_empty() && missed.is_empty() && !members_missed {
             continue;
         }
         let mut pipe = redis::pipe();
@@ -189,31 +206,16 @@ async fn publisher(
             pipe.cmd("PUBLISH").arg(bridge.channel(room)).arg(envelope::catch_up(&bridge.node, seq).as_ref()).ignore();
             seqs.push((room, seq));
         }
+        let mut lost_members = members_missed;
+        if members_missed {
+            pipe.cmd("PUBLISH").arg(&bridge.members_channel).arg(envelope::resync(&bridge.node).as_ref()).ignore();
+        }
         let mut rest = &batch[..];
-        while let Some(first) = rest.first() {
-            match first {
-                Outgoing::Message { room, .. } => {
-                    let room = *room;
-                    let len = rest
-                        .iter()
-                        .position(|o| !matches!(o, Outgoing::Message { room: r, .. } if *r == room))
-                        .unwrap_or(rest.len());
-                    let run = rest[..len].iter().filter_map(|o| match o {
-                        Outgoing::Message { seq, frame, .. } => Some((*seq, frame)),
-                        Outgoing::Event { .. } => None,
-                    });
-                    seqs.extend(run.clone().map(|(seq, _)| (room, seq)));
-                    let env = envelope::messages(&bridge.node, run);
-                    pipe.cmd("PUBLISH").arg(bridge.channel(room)).arg(env.as_ref()).ignore();
-                    rest = &rest[len..];
-                }
-                Outgoing::Event { room, except_user, frame } => {
-                    let env = envelope::event(&bridge.node, *except_user, frame);
-                    pipe.cmd("PUBLISH").arg(bridge.channel(*room)).arg(env.as_ref()).ignore();
-                    events += 1;
-                    rest = &rest[1..];
-                }
-            }
+        while !rest.is_empty() {
+            let n = bridge.add_to_pipe(&mut pipe, rest, &mut seqs);
+            events += rest[..n].iter().filter(|o| matches!(o, Outgoing::Event { .. })).count() as u64;
+            lost_members |= rest[..n].iter().any(|o| matches!(o, Outgoing::Membership(_)));
+            rest = &rest[n..];
         }
         batch.clear();
         if conn.is_none() {
@@ -233,8 +235,51 @@ async fn publisher(
         for (room, seq) in seqs {
             bridge.miss(room, seq);
         }
+        if lost_members {
+            bridge.members_missed.store(true, Ordering::Relaxed);
+        }
         if conn.take().is_some() {
             tracing::warn!("Redis publish failed; delivering node-locally until Redis answers.");
+        }
+    }
+}
+
+impl Bridge {
+    /// Adds the first items of `rest` to the pipeline (consecutive messages of one room become
+    /// one envelope) and returns how many it took. Seqs of messages go to `seqs`.
+    fn add_to_pipe(&self, pipe: &mut redis::Pipeline, rest: &[Outgoing], seqs: &mut Vec<(i64, i64)>) -> usize {
+        match &rest[0] {
+            Outgoing::Message { room, seq, frame, leaving: Some(user) } => {
+                let env = envelope::leave(&self.node, *seq, *user, frame);
+                pipe.cmd("PUBLISH").arg(self.channel(*room)).arg(env.as_ref()).ignore();
+                seqs.push((*room, *seq));
+                1
+            }
+            Outgoing::Message { room, .. } => {
+                let room = *room;
+                let len = rest
+                    .iter()
+                    .position(|o| !matches!(o, Outgoing::Message { room: r, leaving: None, .. } if *r == room))
+                    .unwrap_or(rest.len());
+                let run = rest[..len].iter().filter_map(|o| match o {
+                    Outgoing::Message { seq, frame, .. } => Some((*seq, frame)),
+                    _ => None,
+                });
+                seqs.extend(run.clone().map(|(seq, _)| (room, seq)));
+                let env = envelope::messages(&self.node, run);
+                pipe.cmd("PUBLISH").arg(self.channel(room)).arg(env.as_ref()).ignore();
+                len
+            }
+            Outgoing::Event { room, except_user, frame } => {
+                let env = envelope::event(&self.node, *except_user, frame);
+                pipe.cmd("PUBLISH").arg(self.channel(*room)).arg(env.as_ref()).ignore();
+                1
+            }
+            Outgoing::Membership(change) => {
+                let env = envelope::member(&self.node, *change);
+                pipe.cmd("PUBLISH").arg(&self.members_channel).arg(env.as_ref()).ignore();
+                1
+            }
         }
     }
 }
@@ -290,6 +335,7 @@ async fn session(
     // by the snapshot below.
     while cmds.try_recv().is_ok() {}
     bridge.resubscribe.store(false, Ordering::Relaxed);
+    call(sink.subscribe(&bridge.members_channel)).await?;
     let rooms = bus.local_rooms();
     for chunk in rooms.chunks(SUBSCRIBE_CHUNK) {
         let channels: Vec<String> = chunk.iter().map(|r| bridge.channel(*r)).collect();
@@ -302,6 +348,10 @@ async fn session(
     // Whatever other nodes published while we were not subscribed.
     for room in rooms {
         bus.catch_up(room, None);
+    }
+    // Membership changes made meanwhile: re-read (nothing to do on the first connect).
+    if bridge.was_connected.swap(true, Ordering::Relaxed) {
+        bus.membership_resync();
     }
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.reset();
@@ -352,9 +402,11 @@ async fn call<T>(f: impl std::future::Future<Output = redis::RedisResult<T>>) ->
 
 /// Delivers one envelope from another node to the local subscribers.
 fn receive(bridge: &Bridge, bus: &Arc<Bus>, msg: &redis::Msg) {
-    let Some(room) = msg.get_channel_name().strip_prefix(&bridge.channel_prefix).and_then(|r| r.parse::<i64>().ok())
-    else {
-        return;
+    let channel = msg.get_channel_name();
+    let room = match channel.strip_prefix(&bridge.channel_prefix).and_then(|r| r.parse::<i64>().ok()) {
+        Some(room) => room,
+        None if channel == bridge.members_channel => 0,
+        None => return,
     };
     let (origin, env) = match envelope::decode(Bytes::copy_from_slice(msg.get_payload_bytes())) {
         Ok(v) => v,
@@ -370,17 +422,47 @@ fn receive(bridge: &Bridge, bus: &Arc<Bus>, msg: &redis::Msg) {
     match env {
         Envelope::Messages(msgs) => {
             for (seq, frame) in msgs {
-                bus.sequence(room, seq, frame);
+                bus.sequence(room, seq, frame, None);
             }
         }
+        Envelope::Leave { seq, user, frame } => bus.sequence(room, seq, frame, Some(user)),
         Envelope::Event { except_user, frame } => bus.deliver_event(room, frame, except_user),
         Envelope::CatchUp(seq) => bus.catch_up(room, Some(seq)),
+        Envelope::Member(change) => bus.membership_changed(change),
+        Envelope::Resync => bus.membership_resync(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Consecutive messages of a room share one envelope; a `leave` travels alone (its member
+    /// rides with it), and membership changes go to the membership channel.
+    #[test]
+    fn leaves_and_membership_changes_get_their_own_envelopes() {
+        let (bridge, _tasks) = Bridge::new("n1".into(), "p");
+        let f = Bytes::from_static(b"f");
+        let m = |seq, leaving| Outgoing::Message { room: 7, seq, frame: f.clone(), leaving };
+        let change = MemberChange { room: 7, user: 3, seq: 4, join: false };
+        let batch = [m(1, None), m(2, None), m(3, Some(3)), Outgoing::Membership(change), m(5, None)];
+        let (mut pipe, mut seqs, mut rest, mut taken) = (redis::pipe(), Vec::new(), &batch[..], Vec::new());
+        while !rest.is_empty() {
+            let n = bridge.add_to_pipe(&mut pipe, rest, &mut seqs);
+            taken.push(n);
+            rest = &rest[n..];
+        }
+        assert_eq!(taken, vec![2, 1, 1, 1]);
+        assert_eq!(seqs, vec![(7, 1), (7, 2), (7, 3), (7, 5)]);
+        let channels: Vec<String> = pipe
+            .cmd_iter()
+            .map(|c| match c.args_iter().nth(1) {
+                Some(redis::Arg::Simple(b)) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            })
+            .collect();
+        assert_eq!(channels, ["p:room:7", "p:room:7", "p:members", "p:room:7"]);
+    }
 
     #[test]
     fn a_full_subscription_queue_asks_for_a_resubscribe_instead_of_growing() {

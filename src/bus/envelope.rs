@@ -8,16 +8,25 @@
 //! u8 version (1) | u8 origin length | origin node id | u8 kind | body
 //! kind 1, messages: repeated { i64 seq | u32 frame length | frame }
 //! kind 2, event:    i64 except user (i64::MIN = nobody) | frame (the rest)
-//! kind 3, catch-up: i64 seq  (the room has committed messages up to seq: read them from
+//! kind 3, catch-up: i64 seq  (the room has committed events up to seq: read them from
 //!                   PostgreSQL; sent after an envelope could not be published)
+//! kind 4, leave:    i64 seq | i64 leaving user | frame  (a room event that ends a member's
+//!                   delivery of the room)
+//! kind 5, member:   i64 room | i64 user | i64 seq | u8 joined  (membership channel)
+//! kind 6, resync:   (empty; membership channel: changes may have been lost, re-read them)
 //! ```
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::MemberChange;
 
 const VERSION: u8 = 1;
 const KIND_MESSAGES: u8 = 1;
 const KIND_EVENT: u8 = 2;
 const KIND_CATCH_UP: u8 = 3;
+const KIND_LEAVE: u8 = 4;
+const KIND_MEMBER: u8 = 5;
+const KIND_RESYNC: u8 = 6;
 const NOBODY: i64 = i64::MIN;
 
 /// A decoded envelope.
@@ -34,6 +43,19 @@ pub enum Envelope {
     },
     /// The room has committed messages up to this seq that may not have been published.
     CatchUp(i64),
+    /// A room event (seq, frame) after which `user` no longer receives the room.
+    Leave {
+        /// Seq.
+        seq: i64,
+        /// The member who left.
+        user: i64,
+        /// The encoded frame.
+        frame: Bytes,
+    },
+    /// A membership change (on the membership channel).
+    Member(MemberChange),
+    /// Membership changes may have been lost: re-read them.
+    Resync,
 }
 
 /// Why an envelope was refused.
@@ -84,6 +106,30 @@ pub fn catch_up(origin: &str, seq: i64) -> Bytes {
     b.freeze()
 }
 
+/// Encodes a room event that ends `user`'s delivery of the room.
+pub fn leave(origin: &str, seq: i64, user: i64, frame: &[u8]) -> Bytes {
+    let mut b = header(origin, KIND_LEAVE, 16 + frame.len());
+    b.put_i64(seq);
+    b.put_i64(user);
+    b.put_slice(frame);
+    b.freeze()
+}
+
+/// Encodes a membership change.
+pub fn member(origin: &str, c: MemberChange) -> Bytes {
+    let mut b = header(origin, KIND_MEMBER, 25);
+    b.put_i64(c.room);
+    b.put_i64(c.user);
+    b.put_i64(c.seq);
+    b.put_u8(c.join as u8);
+    b.freeze()
+}
+
+/// Encodes a membership re-sync request.
+pub fn resync(origin: &str) -> Bytes {
+    header(origin, KIND_RESYNC, 0).freeze()
+}
+
 /// Splits an envelope into its origin node and its content; frames are slices of `raw`.
 pub fn decode(raw: Bytes) -> Result<(Bytes, Envelope), EnvelopeError> {
     let mut b = raw;
@@ -120,6 +166,15 @@ pub fn decode(raw: Bytes) -> Result<(Bytes, Envelope), EnvelopeError> {
             Envelope::Event { except_user: (except != NOBODY).then_some(except), frame: b }
         }
         KIND_CATCH_UP if b.remaining() == 8 => Envelope::CatchUp(b.get_i64()),
+        KIND_LEAVE if b.remaining() >= 16 => {
+            let (seq, user) = (b.get_i64(), b.get_i64());
+            Envelope::Leave { seq, user, frame: b }
+        }
+        KIND_MEMBER if b.remaining() == 25 => {
+            let (room, user, seq) = (b.get_i64(), b.get_i64(), b.get_i64());
+            Envelope::Member(MemberChange { room, user, seq, join: b.get_u8() != 0 })
+        }
+        KIND_RESYNC if !b.has_remaining() => Envelope::Resync,
         _ => return Err(EnvelopeError::Malformed),
     };
     Ok((origin, envelope))
@@ -150,6 +205,18 @@ mod tests {
         let (origin, env) = decode(catch_up("", 99)).unwrap();
         assert!(origin.is_empty());
         assert_eq!(env, Envelope::CatchUp(99));
+    }
+
+    #[test]
+    fn membership_round_trip() {
+        let (_, env) = decode(leave("n", 7, 42, b"bye")).unwrap();
+        assert_eq!(env, Envelope::Leave { seq: 7, user: 42, frame: Bytes::from_static(b"bye") });
+        let c = MemberChange { room: 3, user: 9, seq: 11, join: true };
+        assert_eq!(decode(member("n", c)).unwrap().1, Envelope::Member(c));
+        assert_eq!(decode(resync("n")).unwrap().1, Envelope::Resync);
+        let mut short = member("n", c).to_vec();
+        short.pop();
+        assert_eq!(decode(Bytes::from(short)), Err(EnvelopeError::Malformed));
     }
 
     #[test]

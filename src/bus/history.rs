@@ -1,21 +1,21 @@
-//! Where gap fills read committed messages from: PostgreSQL in the server, a fake in tests.
+//! Where gap fills read committed room events from: PostgreSQL in the server, a fake in tests.
 
 use futures_util::future::BoxFuture;
 
 use crate::error::StoreError;
-use crate::model::Message;
+use crate::model::RoomEvent;
 use crate::store::Store;
 
-/// Committed messages by room and seq range.
+/// Committed room events by room and seq range.
 pub trait History: Send + Sync + 'static {
-    /// Messages of `room` with `after < seq < before`, ascending, at most `limit`.
+    /// Events of `room` with `after < seq < before`, ascending, at most `limit`.
     fn between(
         &self,
         room: i64,
         after: i64,
         before: i64,
         limit: i64,
-    ) -> BoxFuture<'_, Result<Vec<Message>, StoreError>>;
+    ) -> BoxFuture<'_, Result<Vec<RoomEvent>, StoreError>>;
 }
 
 impl History for Store {
@@ -25,8 +25,8 @@ impl History for Store {
         after: i64,
         before: i64,
         limit: i64,
-    ) -> BoxFuture<'_, Result<Vec<Message>, StoreError>> {
-        Box::pin(self.messages_between(room, after, before, limit))
+    ) -> BoxFuture<'_, Result<Vec<RoomEvent>, StoreError>> {
+        Box::pin(self.events_between(room, after, before, limit))
     }
 }
 
@@ -36,7 +36,7 @@ pub(crate) struct NoHistory;
 
 #[cfg(test)]
 impl History for NoHistory {
-    fn between(&self, _: i64, _: i64, _: i64, _: i64) -> BoxFuture<'_, Result<Vec<Message>, StoreError>> {
+    fn between(&self, _: i64, _: i64, _: i64, _: i64) -> BoxFuture<'_, Result<Vec<RoomEvent>, StoreError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
 }

@@ -2,11 +2,13 @@
 //! subscriber lists behind a short, never-awaited lock. An event is encoded once into a frame
 //! (`Bytes`) and the same frame is queued to every subscriber's outbox (a refcount bump each).
 //!
-//! Room messages pass through a per-room order ([`room`]): the bus delivers each room's
-//! messages in seq order, once, without gaps, filling gaps through a [`History`].
+//! Room events pass through a per-room order ([`room`]): the bus delivers each room's events
+//! in seq order, once, without gaps, filling gaps through a [`History`].
 //!
 //! With `REDIS_URL` set, [`bridge`] carries everything published here to the other nodes
 //! subscribed to the room, and their events into [`Bus::sequence`] / [`Bus::deliver_event`].
+//! Membership changes also go to every node ([`Bus::publish_membership`]), whatever rooms it
+//! serves: a node must start delivering a room to a member who just joined it.
 
 pub mod bridge;
 pub mod envelope;
@@ -15,12 +17,13 @@ mod room;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 
 use crate::conn::{ConnState, Out};
 use crate::util::lock;
+use crate::wire::server::event_frame;
 pub use bridge::Bridge;
 pub use history::History;
 #[cfg(test)]
@@ -52,20 +55,71 @@ impl Shard {
     }
 }
 
+/// A membership change committed somewhere in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberChange {
+    /// Room.
+    pub room: i64,
+    /// The member.
+    pub user: i64,
+    /// Seq of its `member` event.
+    pub seq: i64,
+    /// Joined (true) or left.
+    pub join: bool,
+}
+
+/// What this node does about membership changes (the connection registry, above the bus).
+pub trait MembershipListener: Send + Sync + 'static {
+    /// A change committed on this node or another one.
+    fn changed(&self, change: MemberChange);
+    /// Changes may have been missed (the membership channel was down): re-read them.
+    fn resync(&self);
+}
+
 /// The bus. Shared as `Arc<Bus>`.
 pub struct Bus {
     shards: Box<[Shard]>,
-    /// Where gap fills read missing messages.
+    /// Where gap fills read missing events.
     history: Arc<dyn History>,
     /// The Redis bridge, when this node is part of a cluster.
     bridge: Option<Arc<Bridge>>,
+    /// Told about membership changes (set once at start-up).
+    members: OnceLock<Arc<dyn MembershipListener>>,
 }
 
 impl Bus {
     /// A bus whose gap fills read from `history`, bridged to the other nodes through `bridge`
     /// (whose tasks are started afterwards with [`bridge::Tasks::start`]).
     pub fn new(history: Arc<dyn History>, bridge: Option<Arc<Bridge>>) -> Arc<Self> {
-        Arc::new(Bus { shards: (0..SHARDS).map(|_| Shard::default()).collect(), history, bridge })
+        let shards = (0..SHARDS).map(|_| Shard::default()).collect();
+        Arc::new(Bus { shards, history, bridge, members: OnceLock::new() })
+    }
+
+    /// Sets who is told about membership changes (once; later calls are ignored).
+    pub fn set_membership_listener(&self, listener: Arc<dyn MembershipListener>) {
+        let _ = self.members.set(listener);
+    }
+
+    /// A membership change committed by this node: told to every node (this one included).
+    pub fn publish_membership(&self, change: MemberChange) {
+        if let Some(b) = self.bridge() {
+            b.membership(change);
+        }
+        self.membership_changed(change);
+    }
+
+    /// A membership change from another node (or this one).
+    pub fn membership_changed(&self, change: MemberChange) {
+        if let Some(l) = self.members.get() {
+            l.changed(change);
+        }
+    }
+
+    /// Membership changes may have been missed (the bridge was disconnected).
+    pub fn membership_resync(&self) {
+        if let Some(l) = self.members.get() {
+            l.resync();
+        }
     }
 
     /// The Redis bridge, if this node has one.
@@ -99,6 +153,40 @@ impl Bus {
             st.last_seq = b;
         }
         st.subs.push(sub);
+    }
+
+    /// Subscribes a connection to a room it just joined at `seq`: its live events of the room
+    /// are held while the room's events from `seq` on are read and replayed to it, so its
+    /// stream of the room starts with the `join`, gapless, whatever this node delivered before.
+    pub fn subscribe_from(self: &Arc<Self>, room: i64, sub: Subscriber, seq: i64) {
+        let conn = sub.conn.clone();
+        if conn.outbox.push(Out::Hold(room)).is_err() {
+            return;
+        }
+        {
+            let mut rooms = self.shard(room).lock();
+            if let Some(st) = rooms.get_mut(&room) {
+                st.leaving.remove(&sub.user_id);
+            }
+        }
+        self.subscribe(room, sub, Some(seq - 1));
+        tokio::spawn(join_replay(self.history.clone(), conn, room, seq - 1));
+    }
+
+    /// A member left `room` at `seq`: their connection `conn_id` stops receiving it after that
+    /// event. Unsubscribed now if this node has delivered it already; else the room's order
+    /// drops it right after the `leave` (or past it, if the `leave` never arrives).
+    pub fn unsubscribe_after(&self, room: i64, conn_id: u64, user: i64, seq: i64) {
+        let mut rooms = self.shard(room).lock();
+        match rooms.get_mut(&room) {
+            Some(st) if st.last_seq != UNKNOWN && st.last_seq < seq => {
+                st.leaving.insert(user, seq);
+            }
+            _ => {
+                drop(rooms);
+                self.unsubscribe(room, conn_id);
+            }
+        }
     }
 
     /// Rooms with local subscribers.
@@ -156,12 +244,51 @@ impl Bus {
         }
     }
 
-    /// Delivers a message committed by this node to the room's subscribers on every node.
-    pub fn publish_message(self: &Arc<Self>, room: i64, seq: i64, frame: Bytes) {
+    /// Delivers a room event committed by this node to the room's subscribers on every
+    /// node. `leaving`: the member whose delivery of the room ends with it (a `leave`).
+    pub fn publish_ordered(self: &Arc<Self>, room: i64, seq: i64, frame: Bytes, leaving: Option<i64>) {
         if let Some(b) = self.bridge() {
-            b.message(room, seq, &frame);
+            b.message(room, seq, &frame, leaving);
         }
-        self.sequence(room, seq, frame);
+        self.sequence(room, seq, frame, leaving);
+    }
+
+    /// [`Bus::publish_ordered`] of a message (nobody leaves with it).
+    pub fn publish_message(self: &Arc<Self>, room: i64, seq: i64, frame: Bytes) {
+        self.publish_ordered(room, seq, frame, None);
+    }
+}
+
+/// Events per chunk of a join's replay (each queued once the outbox has room for it).
+const JOIN_REPLAY_CHUNK: i64 = 256;
+
+/// Replays a just-joined room to one connection from `after` (at most [`room::FILL_LIMIT`]
+/// events), in chunks that wait for room in its outbox: a member added to a busy room, or one
+/// of the thousand members of a new room, never overflows its own queue.
+async fn join_replay(history: Arc<dyn History>, conn: Arc<ConnState>, room: i64, mut after: i64) {
+    let mut sent = 0;
+    loop {
+        let rows = match history.between(room, after, i64::MAX, JOIN_REPLAY_CHUNK + 1).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(room, error = %e, "Join replay failed; live delivery goes on.");
+                let _ = conn.outbox.push(Out::Unhold(room));
+                return;
+            }
+        };
+        let more = rows.len() as i64 > JOIN_REPLAY_CHUNK;
+        let chunk: Vec<(i64, Bytes)> =
+            rows.iter().take(JOIN_REPLAY_CHUNK as usize).map(|e| (e.seq(), event_frame(e))).collect();
+        sent += chunk.len() as i64;
+        let last = !more || sent >= room::FILL_LIMIT;
+        if conn.outbox.wait_room(chunk.len()).await.is_err() {
+            return;
+        }
+        let chunk_after = after;
+        after = chunk.last().map_or(after, |(s, _)| *s);
+        if conn.outbox.push(Out::Replay { room, after: chunk_after, rows: chunk, last }).is_err() || last {
+            return;
+        }
     }
 }
 
@@ -239,7 +366,8 @@ mod tests {
             _: i64,
             _: i64,
             _: i64,
-        ) -> futures_util::future::BoxFuture<'_, Result<Vec<crate::model::Message>, crate::error::StoreError>> {
+        ) -> futures_util::future::BoxFuture<'_, Result<Vec<crate::model::RoomEvent>, crate::error::StoreError>>
+        {
             Box::pin(async { Err(crate::error::StoreError::Unavailable("down".into())) })
         }
     }

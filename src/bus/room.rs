@@ -1,7 +1,11 @@
-//! The per-room order on this node: each room's messages reach its subscribers in seq order,
-//! once, without gaps. A message that arrives past a missing seq is parked while the gap is
+//! The per-room order on this node: each room's events reach its subscribers in seq order,
+//! once, without gaps. An event that arrives past a missing seq is parked while the gap is
 //! read through [`History`](super::History) (a batch whose commit outcome was unknown, or a
 //! pub/sub envelope lost between nodes).
+//!
+//! A `leave` ends its member's delivery exactly: their subscriptions get the `leave` and are
+//! dropped right after it, in the room's order, so it is the last event of the room they see
+//! (README "Room events").
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, MutexGuard};
@@ -11,14 +15,14 @@ use bytes::Bytes;
 
 use super::{Bus, Subscriber};
 use crate::conn::Out;
-use crate::model::Message;
+use crate::model::RoomEvent;
 use crate::telemetry::{self, names};
 use crate::util::clock::stamp;
 use crate::util::Backoff;
-use crate::wire::server::message_frame;
+use crate::wire::server::event_frame;
 
-/// Most messages fetched by one gap fill.
-const FILL_LIMIT: i64 = 1000;
+/// Most events fetched by one gap fill (or one join's replay).
+pub(super) const FILL_LIMIT: i64 = 1000;
 /// `RoomState::last_seq` of a room with no delivered message and no baseline.
 pub(super) const UNKNOWN: i64 = -1;
 /// Messages parked behind a gap at most, per room; later ones are read back by the fill.
@@ -32,8 +36,11 @@ pub(super) struct RoomState {
     /// Highest seq delivered to this room's subscribers, or the baseline they joined at;
     /// `UNKNOWN` until either exists (the first message then starts the room).
     pub(super) last_seq: i64,
-    /// Messages that arrived past a gap, waiting for the fill.
-    pub(super) pending: BTreeMap<i64, Bytes>,
+    /// Events that arrived past a gap, waiting for the fill: (frame, the member it removes).
+    pub(super) pending: BTreeMap<i64, (Bytes, Option<i64>)>,
+    /// Members who left at a seq not delivered here yet (told by the membership channel):
+    /// nothing past it reaches them, even if the `leave` itself never arrives.
+    pub(super) leaving: HashMap<i64, i64>,
     /// A catch-up asked for the messages up to this seq (`i64::MAX`: all there are) although
     /// nothing is parked past them: their envelopes may never arrive.
     pub(super) want: i64,
@@ -47,6 +54,7 @@ impl RoomState {
             subs: Vec::new(),
             last_seq: baseline.unwrap_or(UNKNOWN),
             pending: BTreeMap::new(),
+            leaving: HashMap::new(),
             want: 0,
             filling: false,
         }
@@ -54,28 +62,30 @@ impl RoomState {
 }
 
 impl Bus {
-    /// Delivers a committed room message to this node's subscribers, keeping the room's order
-    /// and filling gaps.
-    pub fn sequence(self: &Arc<Self>, room: i64, seq: i64, frame: Bytes) {
+    /// Delivers a committed room event to this node's subscribers, keeping the room's order
+    /// and filling gaps. `leaving`: the member whose delivery ends with it (a `leave`).
+    pub fn sequence(self: &Arc<Self>, room: i64, seq: i64, frame: Bytes, leaving: Option<i64>) {
         let mut rooms = self.shard(room).lock();
         let Some(st) = rooms.get_mut(&room) else { return };
         if seq <= st.last_seq {
             return; // duplicate (e.g. a fill raced the live copy)
         }
         if st.last_seq == UNKNOWN || seq == st.last_seq + 1 {
-            deliver(st, seq, frame);
-            // Messages parked behind a gap that is now closed.
+            deliver(st, seq, frame, leaving);
+            // Events parked behind a gap that is now closed.
             while let Some(entry) = st.pending.first_entry() {
                 if *entry.key() != st.last_seq + 1 {
                     break;
                 }
-                let (s, f) = entry.remove_entry();
-                deliver(st, s, f);
+                let (s, (f, l)) = entry.remove_entry();
+                deliver(st, s, f, l);
             }
+            // A `leave` may have taken the last subscriber.
+            self.release(&mut rooms, room);
             return;
         }
         if st.pending.len() < MAX_PARKED {
-            st.pending.insert(seq, frame);
+            st.pending.insert(seq, (frame, leaving));
         } else {
             // Bounded: past it the message is not kept here but read back by the fill (it is
             // committed: nothing reaches the bus before its COMMIT).
@@ -197,23 +207,23 @@ impl Bus {
             "Gap fill kept failing; skipping the gap."
         );
         metrics::counter!(names::BUS_GAPS_SKIPPED_TOTAL).increment(1);
-        for (seq, frame) in std::mem::take(&mut st.pending) {
+        for (seq, (frame, leaving)) in std::mem::take(&mut st.pending) {
             if seq > st.last_seq {
-                deliver(st, seq, frame);
+                deliver(st, seq, frame, leaving);
             }
         }
         st.want = 0;
     }
 
     /// Delivers fetched rows and whatever they unblock.
-    fn apply_fill(&self, room: i64, rows: Vec<Message>, before: i64, waited: Duration) -> Fill {
+    fn apply_fill(&self, room: i64, rows: Vec<RoomEvent>, before: i64, waited: Duration) -> Fill {
         let mut rooms = self.shard(room).lock();
         let Some(st) = rooms.get_mut(&room) else { return Fill::Done };
         let empty = rows.is_empty();
         let full = rows.len() as i64 >= FILL_LIMIT;
-        for m in rows {
-            if m.seq > st.last_seq {
-                deliver(st, m.seq, message_frame(&m));
+        for e in rows {
+            if e.seq() > st.last_seq {
+                deliver(st, e.seq(), event_frame(&e), e.leaving());
             }
         }
         if st.pending.is_empty() {
@@ -240,9 +250,9 @@ impl Bus {
             if *entry.key() > st.last_seq + 1 {
                 break;
             }
-            let (s, f) = entry.remove_entry();
+            let (s, (f, l)) = entry.remove_entry();
             if s > st.last_seq {
-                deliver(st, s, f);
+                deliver(st, s, f, l);
             }
         }
         if st.pending.is_empty() && st.want <= st.last_seq {
@@ -253,15 +263,26 @@ impl Bus {
     }
 }
 
-pub(super) fn deliver(st: &mut RoomState, seq: i64, frame: Bytes) {
+pub(super) fn deliver(st: &mut RoomState, seq: i64, frame: Bytes, leaving: Option<i64>) {
     st.last_seq = seq;
-    // One clock read per message, not per subscriber.
+    if !st.leaving.is_empty() {
+        // Members whose `leave` (at a lower seq) was skipped here get nothing past it.
+        let gone = &st.leaving;
+        st.subs.retain(|s| gone.get(&s.user_id).is_none_or(|&at| seq <= at));
+        st.leaving.retain(|_, at| *at >= seq);
+    }
+    // One clock read per event, not per subscriber.
     let at = stamp();
     let mut dropped = 0u64;
     for s in &st.subs {
         dropped += s.conn.outbox.push(Out::Seq { room: st.room, seq, frame: frame.clone(), at }).is_err() as u64;
     }
     count_fanout(st.subs.len() as u64, dropped);
+    if let Some(user) = leaving {
+        // The `leave` is the last event of the room its member receives.
+        st.subs.retain(|s| s.user_id != user);
+        st.leaving.remove(&user);
+    }
 }
 
 /// Metrics of one fan-out, emitted once for all its subscribers.

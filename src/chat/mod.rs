@@ -18,19 +18,19 @@ use futures_util::future::BoxFuture;
 
 use crate::bus::{Bus, History};
 use crate::config::LimitsConfig;
-use crate::error::StoreError;
-use crate::model::{Membership, Message, MessageMeta};
+use crate::error::{ApiError, StoreError};
+use crate::model::{Membership, MessageMeta, RoomEvent};
 use crate::presence::Presence;
 use crate::store::batch_loader::BatchLoader;
-use crate::store::group_commit::Writer;
+use crate::store::group_commit::{Write, Writer};
 use crate::store::Store;
 pub use connect::Connected;
 pub use publisher::{Ack, Publisher};
 pub use rooms::Rooms;
 pub use session::Session;
 
-/// The reads a session makes: receipts look up their message, `sync` replays a seq range
-/// ([`History::between`]).
+/// The reads a session makes: receipts, edits, deletes and reactions look up their message,
+/// `sync` replays a seq range ([`History::between`]).
 pub trait Reads: History {
     /// Room, seq and author of a message, if it exists.
     fn message_meta(&self, message_id: i64) -> BoxFuture<'_, Result<Option<MessageMeta>, StoreError>>;
@@ -52,7 +52,7 @@ impl History for StoreReads {
         after: i64,
         before: i64,
         limit: i64,
-    ) -> BoxFuture<'_, Result<Vec<Message>, StoreError>> {
+    ) -> BoxFuture<'_, Result<Vec<RoomEvent>, StoreError>> {
         self.store.between(room, after, before, limit)
     }
 }
@@ -159,6 +159,22 @@ impl Chat {
     /// Online state (the members endpoint, the notification relay).
     pub fn presence(&self) -> &Arc<Presence> {
         &self.presence
+    }
+
+    /// Deletes a message over REST: by its sender (`Some`, a member of its room) or by a
+    /// moderator (`None`, the admin token). Waits for the commit; the `delete` event reaches
+    /// the room like any other and is returned.
+    pub async fn delete_message(&self, message_id: i64, user: Option<i64>) -> Result<RoomEvent, ApiError> {
+        let meta = self.reads.message_meta(message_id).await?.ok_or_else(|| ApiError::not_found("no such message"))?;
+        if user.is_some_and(|u| u != meta.sender_id) {
+            return Err(ApiError::forbidden("only the sender or an admin deletes a message"));
+        }
+        if self.is_draining() {
+            return Err(ApiError::unavailable("server is restarting, retry later", 1000));
+        }
+        let (reply, outcome) = Ack::rest();
+        self.writer.submit(Write::Delete { room_id: meta.room_id, user_id: user, message_id }, reply)?;
+        outcome.await.unwrap_or_else(|_| Err(ApiError::unavailable("the write was not confirmed; retry", 1000)))
     }
 
     /// Writes queued and not yet committed (a gauge).

@@ -1,24 +1,48 @@
-//! Publishes what the group commit committed: each message and receipt is encoded once into a
-//! frame and handed to the bus; idempotent repeats and refusals go back to the submitting
-//! connection only.
+//! Publishes what the group commit committed: each room event and receipt is encoded once into
+//! a frame and handed to the bus; idempotent repeats and refusals go back to the submitter
+//! only (a connection, or a REST request waiting for its event).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 use crate::bus::Bus;
 use crate::conn::{ConnState, Out};
 use crate::error::ApiError;
-use crate::model::{Message, ReceiptState};
+use crate::model::{Message, ReceiptState, RoomEvent};
 use crate::store::group_commit::CommitSink;
-use crate::wire::server::{error_frame, message_frame, status_frame};
+use crate::util::lock;
+use crate::wire::server::{error_frame, event_frame, message_frame, status_frame};
 
-/// Who submitted a write: answered for repeats and failures.
-pub struct Ack {
-    /// The submitting connection.
-    pub conn: Arc<ConnState>,
-    /// `client_msg_id` / `message_id` for error `ref`s.
-    pub reference: Option<Value>,
+/// Who submitted a write: answered for repeats and failures (a connection), or with the
+/// outcome (a REST request).
+pub enum Ack {
+    /// A WebSocket connection: its own events come back through the bus.
+    Conn {
+        /// The submitting connection.
+        conn: Arc<ConnState>,
+        /// `client_msg_id` / `message_id` for error `ref`s.
+        reference: Option<Value>,
+    },
+    /// A REST request waiting for the committed event or the refusal.
+    Rest(Mutex<Option<oneshot::Sender<Result<RoomEvent, ApiError>>>>),
+}
+
+impl Ack {
+    /// An acknowledgement for a REST request and the receiver of its outcome.
+    pub fn rest() -> (Self, oneshot::Receiver<Result<RoomEvent, ApiError>>) {
+        let (tx, rx) = oneshot::channel();
+        (Ack::Rest(Mutex::new(Some(tx))), rx)
+    }
+
+    fn answer(&self, outcome: Result<RoomEvent, ApiError>) {
+        if let Ack::Rest(tx) = self {
+            if let Some(tx) = lock(tx).take() {
+                let _ = tx.send(outcome);
+            }
+        }
+    }
 }
 
 /// The [`CommitSink`] of this node.
@@ -36,10 +60,14 @@ impl Publisher {
 impl CommitSink for Publisher {
     type Reply = Ack;
 
-    fn messages(&self, new: &[Message]) {
-        for m in new {
-            self.bus.publish_message(m.room_id, m.seq, message_frame(m));
+    fn events(&self, new: &[RoomEvent]) {
+        for e in new {
+            self.bus.publish_ordered(e.room_id(), e.seq(), event_frame(e), e.leaving());
         }
+    }
+
+    fn accepted(&self, reply: &Ack, event: &RoomEvent) {
+        reply.answer(Ok(event.clone()));
     }
 
     fn receipts(&self, receipts: &[ReceiptState]) {
@@ -50,14 +78,21 @@ impl CommitSink for Publisher {
     }
 
     fn repeat(&self, reply: &Ack, original: &Message) {
-        let _ = reply.conn.outbox.push(Out::Frame(message_frame(original)));
+        if let Ack::Conn { conn, .. } = reply {
+            let _ = conn.outbox.push(Out::Frame(message_frame(original)));
+        }
         // The original may have committed in a batch whose outcome was unknown and so never
         // reached the room: make sure the room has delivered up to it (nothing when it has).
         self.bus.catch_up(original.room_id, Some(original.seq));
     }
 
     fn failed(&self, reply: &Ack, error: &ApiError) {
-        let _ = reply.conn.outbox.push(Out::Frame(error_frame(error, reply.reference.as_ref())));
+        match reply {
+            Ack::Conn { conn, reference } => {
+                let _ = conn.outbox.push(Out::Frame(error_frame(error, reference.as_ref())));
+            }
+            Ack::Rest(_) => reply.answer(Err(error.clone())),
+        }
     }
 
     fn unconfirmed(&self, rooms: &[i64]) {

@@ -13,7 +13,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::presence::ConnHandle;
 use crate::store::group_commit::Write;
 use crate::telemetry::{self, names};
-use crate::wire::server::{error_frame, message_frame, typing_frame};
+use crate::wire::server::{error_frame, event_frame, typing_frame};
 use crate::wire::{decode, ClientEvent, DecodeLimits, Rejected};
 
 /// One connection's chat session.
@@ -68,8 +68,21 @@ impl Session {
             return close;
         }
         match event {
-            ClientEvent::Message { room_id, content, client_msg_id } => {
-                self.on_message(room_id, content, client_msg_id);
+            ClientEvent::Message { room_id, content, client_msg_id, reply_to, mentions } => {
+                let write = Write::Message { room_id, sender_id: me, content, client_msg_id, reply_to, mentions };
+                self.on_message(write);
+            }
+            ClientEvent::Edit { message_id, content } => {
+                self.on_room_event(message_id, |room_id| Write::Edit { room_id, user_id: me, message_id, content })
+                    .await;
+            }
+            ClientEvent::Delete { message_id } => {
+                self.on_room_event(message_id, |room_id| Write::Delete { room_id, user_id: Some(me), message_id })
+                    .await;
+            }
+            ClientEvent::React { message_id, emoji, on } => {
+                self.on_room_event(message_id, |room_id| Write::React { room_id, user_id: me, message_id, emoji, on })
+                    .await;
             }
             ClientEvent::Typing { room_id, start } => {
                 if !self.handle.in_room(room_id) {
@@ -95,6 +108,9 @@ impl Session {
             ClientEvent::Typing { .. } => (&mut self.events, 1),
             ClientEvent::StatusUpdate { .. } => (&mut self.events, 2),
             ClientEvent::Sync { .. } => (&mut self.events, 3),
+            ClientEvent::Edit { .. } => (&mut self.messages, 4),
+            ClientEvent::Delete { .. } => (&mut self.messages, 5),
+            ClientEvent::React { .. } => (&mut self.messages, 6),
         };
         telemetry::hot().events_in[kind].increment(1);
         // A `sync` costs one token per room: one event must not buy a thousand replays.
@@ -116,20 +132,35 @@ impl Session {
         Ok(())
     }
 
-    /// A new message: membership checked here, stored by the group commit, echoed once committed.
-    fn on_message(&mut self, room_id: i64, content: String, client_msg_id: Option<String>) {
-        let reference = client_msg_id.clone().map(Value::String);
-        if !self.handle.in_room(room_id) {
-            self.send_error(&ApiError::forbidden("you are not a member of this room"), reference.as_ref());
-            return;
+    /// A new message: stored by the group commit (which checks membership), echoed once
+    /// committed.
+    fn on_message(&mut self, write: Write) {
+        let reference = match &write {
+            Write::Message { client_msg_id, .. } => client_msg_id.clone().map(Value::String),
+            _ => None,
+        };
+        self.submit(write, reference);
+    }
+
+    /// An edit, delete or reaction of a message: routed to the message's room; authorship and
+    /// membership are checked where it commits. Its event, sent to the room, is the reply.
+    async fn on_room_event(&mut self, message_id: i64, write: impl FnOnce(i64) -> Write) {
+        let reference = Some(Value::from(message_id));
+        match self.chat.reads.message_meta(message_id).await {
+            Ok(Some(meta)) => self.submit(write(meta.room_id), reference),
+            Ok(None) => self.send_error(&ApiError::not_found("no such message"), reference.as_ref()),
+            Err(e) => self.send_error(&e.into(), reference.as_ref()),
         }
+    }
+
+    /// Queues a write for the group commit, unless the node is draining.
+    fn submit(&self, write: Write, reference: Option<Value>) {
         if self.chat.is_draining() {
             let err = ApiError::unavailable("server is restarting, retry on another connection", 1000);
             self.send_error(&err, reference.as_ref());
             return;
         }
-        let write = Write::Message { room_id, sender_id: self.handle.user_id, content, client_msg_id };
-        let reply = Ack { conn: self.handle.conn.clone(), reference: reference.clone() };
+        let reply = Ack::Conn { conn: self.handle.conn.clone(), reference: reference.clone() };
         if let Err(e) = self.chat.writer.submit(write, reply) {
             self.send_error(&e, reference.as_ref());
         }
@@ -156,10 +187,7 @@ impl Session {
             delivered,
             read,
         };
-        let reply = Ack { conn: self.handle.conn.clone(), reference: reference.clone() };
-        if let Err(e) = self.chat.writer.submit(write, reply) {
-            self.send_error(&e, reference.as_ref());
-        }
+        self.submit(write, reference);
     }
 
     /// Replays each listed room after its last seen seq, then answers `synced`.
@@ -210,7 +238,7 @@ impl Session {
                 }
             };
             let more_rows = rows.len() as i64 > want;
-            let mut chunk: Vec<(i64, Bytes)> = rows.iter().map(|m| (m.seq, message_frame(m))).collect();
+            let mut chunk: Vec<(i64, Bytes)> = rows.iter().map(|e| (e.seq(), event_frame(e))).collect();
             chunk.truncate(want as usize);
             sent += chunk.len() as i64;
             let last = !more_rows || sent >= max;
@@ -246,8 +274,11 @@ enum Replayed {
 fn reference_of(e: &ClientEvent) -> Option<Value> {
     match e {
         ClientEvent::Message { client_msg_id, .. } => client_msg_id.clone().map(Value::String),
-        ClientEvent::StatusUpdate { message_id, .. } => Some(Value::from(*message_id)),
-        _ => None,
+        ClientEvent::StatusUpdate { message_id, .. }
+        | ClientEvent::Edit { message_id, .. }
+        | ClientEvent::Delete { message_id }
+        | ClientEvent::React { message_id, .. } => Some(Value::from(*message_id)),
+        ClientEvent::Typing { .. } | ClientEvent::Sync { .. } => None,
     }
 }
 

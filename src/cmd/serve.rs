@@ -27,7 +27,7 @@ use crate::error::StoreError;
 use crate::http::listener::{self, Routes};
 use crate::notify::{self, Online};
 use crate::presence::cluster::{self, ClusterPresence};
-use crate::presence::{Connections, Local, Presence};
+use crate::presence::{Connections, Local, MembershipFeed, Presence};
 use crate::redis_link::RedisLink;
 use crate::store::batch_loader::{BatchLoader, Memberships, MessageMetas};
 use crate::store::group_commit::{self, Batcher};
@@ -162,6 +162,9 @@ impl Node {
             Some(c) => Presence::clustered(local.clone(), c.presence.clone()),
             None => Presence::local(local.clone()),
         });
+        let memberships = BatchLoader::spawn(Memberships(db.clone()));
+        // Membership changes from every node move this node's connections (README "Room events").
+        MembershipFeed::install(connections.clone(), &bus, memberships.clone());
         let committed = Arc::new(tokio::sync::Notify::new());
         let settings = group_commit::Settings {
             writers: config.storage.writers,
@@ -169,6 +172,7 @@ impl Node {
             batch_max: config.storage.batch_max,
             timeout: config.write_timeout(),
             outbox: config.notify.enabled(),
+            reactions_max: config.limits.reactions_per_message as i64,
         };
         let (writer, batchers) =
             group_commit::new(db.clone(), Publisher::new(bus.clone()), &settings, committed.clone());
@@ -180,11 +184,10 @@ impl Node {
             writer,
             bus: bus.clone(),
             presence,
-            memberships: BatchLoader::spawn(Memberships(db.clone())),
+            memberships: memberships.clone(),
             rooms: Rooms::new(
                 Arc::new(db.clone()),
-                connections,
-                bus,
+                bus.clone(),
                 RoomLimits {
                     rooms_per_user: config.limits.rooms_per_user as i64,
                     create_members: config.limits.room_create_members,
@@ -360,7 +363,7 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, StartError> {
 /// `--dev`: prints the generated secrets and a token for a `demo` user.
 async fn print_dev_banner(store: &Store, auth: &Auth, secrets: &Secrets, addr: SocketAddr) {
     let demo = match store.create_user("demo", None).await {
-        Ok((id, _)) => Some(id),
+        Ok(user) => Some(user.id),
         Err(StoreError::Conflict(_)) => lookup_demo(store).await,
         Err(_) => None,
     };

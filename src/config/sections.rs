@@ -157,6 +157,10 @@ pub struct LimitsConfig {
     pub room_create_members: usize,
     /// Rooms one user may create per minute (429 `rate_limited` past it).
     pub rooms_created_per_minute: u32,
+    /// Distinct emoji on one message (`too_large` past it). Read at start-up.
+    pub reactions_per_message: usize,
+    /// Where the `unread` and `mentions` counts of one room stop.
+    pub unread_cap: usize,
 }
 
 impl Default for LimitsConfig {
@@ -176,6 +180,8 @@ impl Default for LimitsConfig {
             rooms_per_user: 1000,
             room_create_members: 1000,
             rooms_created_per_minute: 30,
+            reactions_per_message: 50,
+            unread_cap: 1000,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! ([`rest`]), the WebSocket upgrade ([`upgrade`]), `/metrics` ([`metrics`]), and small
 //! request/response helpers.
 
+pub mod events;
 pub mod listener;
 pub mod metrics;
 pub mod rest;

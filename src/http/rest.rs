@@ -11,18 +11,19 @@ use serde_json::json;
 
 use super::{bearer, json, query_param, read_json};
 use crate::app::App;
-use crate::error::{ApiError, StoreError};
+use crate::error::ApiError;
 use crate::model::DEFAULT_ROOM;
+use crate::store::messages::Page;
 
-type Reply = Result<Response<Full<Bytes>>, ApiError>;
+pub(super) type Reply = Result<Response<Full<Bytes>>, ApiError>;
 
 /// Who is calling.
-enum Caller {
+pub(super) enum Caller {
     Admin,
     User(i64),
 }
 
-fn caller(app: &App, req: &Request<Incoming>) -> Result<Caller, ApiError> {
+pub(super) fn caller(app: &App, req: &Request<Incoming>) -> Result<Caller, ApiError> {
     let token = bearer(req.headers()).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
     if app.auth.is_admin(token) {
         return Ok(Caller::Admin);
@@ -30,7 +31,7 @@ fn caller(app: &App, req: &Request<Incoming>) -> Result<Caller, ApiError> {
     Ok(Caller::User(app.auth.verify(token)?.user_id))
 }
 
-fn user(app: &App, req: &Request<Incoming>) -> Result<i64, ApiError> {
+pub(super) fn user(app: &App, req: &Request<Incoming>) -> Result<i64, ApiError> {
     match caller(app, req)? {
         Caller::User(id) => Ok(id),
         Caller::Admin => Err(ApiError::forbidden("this endpoint takes a user token, not the admin token")),
@@ -44,7 +45,7 @@ fn admin(app: &App, req: &Request<Incoming>) -> Result<(), ApiError> {
     }
 }
 
-fn parse_id(s: &str, what: &str) -> Result<i64, ApiError> {
+pub(super) fn parse_id(s: &str, what: &str) -> Result<i64, ApiError> {
     s.parse::<i64>()
         .ok()
         .filter(|v| *v > 0)
@@ -52,7 +53,12 @@ fn parse_id(s: &str, what: &str) -> Result<i64, ApiError> {
 }
 
 /// An integer query parameter in `range`, `default` when absent; else 400.
-fn int_param(query: &str, name: &str, default: i64, range: std::ops::RangeInclusive<i64>) -> Result<i64, ApiError> {
+pub(super) fn int_param(
+    query: &str,
+    name: &str,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64, ApiError> {
     match query_param(query, name) {
         None => Ok(default),
         Some(v) => v.parse::<i64>().ok().filter(|l| range.contains(l)).ok_or_else(|| {
@@ -62,7 +68,7 @@ fn int_param(query: &str, name: &str, default: i64, range: std::ops::RangeInclus
 }
 
 /// 404 for no such room, 403 for a non-member.
-async fn require_member(app: &App, room: i64, user: i64) -> Result<(), ApiError> {
+pub(super) async fn require_member(app: &App, room: i64, user: i64) -> Result<(), ApiError> {
     match app.store.membership(room, user).await? {
         None => Err(ApiError::not_found("no such room")),
         Some(false) => Err(ApiError::forbidden("you are not a member of this room")),
@@ -99,7 +105,7 @@ pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
     }
 }
 
-/// `GET /chat/history?limit&room_id&before_seq`.
+/// `GET /chat/history?limit&room_id&before_seq&thread`.
 pub async fn history(app: &App, req: &Request<Incoming>) -> Reply {
     let me = user(app, req)?;
     let q = req.uri().query().unwrap_or("");
@@ -108,9 +114,10 @@ pub async fn history(app: &App, req: &Request<Incoming>) -> Reply {
         None => DEFAULT_ROOM,
         Some(v) => parse_id(&v, "room_id")?,
     };
-    let before = query_param(q, "before_seq").map(|v| parse_id(&v, "before_seq")).transpose()?;
+    let before_seq = query_param(q, "before_seq").map(|v| parse_id(&v, "before_seq")).transpose()?;
+    let thread = query_param(q, "thread").map(|v| parse_id(&v, "thread")).transpose()?;
     require_member(app, room, me).await?;
-    let page = app.store.history(room, limit, before).await?;
+    let page = app.store.history(Page { room_id: room, limit, before_seq, thread, caller: me }).await?;
     Ok(json(StatusCode::OK, &page))
 }
 
@@ -135,11 +142,8 @@ pub async fn create_user(app: &App, req: Request<Incoming>) -> Reply {
             return Err(ApiError::bad_request("email is not an e-mail address"));
         }
     }
-    match app.store.create_user(&body.username, body.email.as_deref()).await {
-        Ok((id, username)) => Ok(json(StatusCode::CREATED, &json!({"id": id, "username": username}))),
-        Err(StoreError::Conflict(_)) => Err(ApiError::new(crate::error::ErrorCode::Conflict, "username is taken")),
-        Err(e) => Err(e.into()),
-    }
+    let (id, username) = app.chat.rooms().sign_up(&body.username, body.email.as_deref()).await?;
+    Ok(json(StatusCode::CREATED, &json!({"id": id, "username": username})))
 }
 
 #[derive(Deserialize)]
@@ -185,10 +189,11 @@ pub async fn create_room(app: &App, req: Request<Incoming>) -> Reply {
     Ok(json(StatusCode::CREATED, &room))
 }
 
-/// `GET /v1/rooms`.
+/// `GET /v1/rooms`: with the caller's watermarks and unread counts.
 pub async fn list_rooms(app: &App, req: &Request<Incoming>) -> Reply {
     let me = user(app, req)?;
-    Ok(json(StatusCode::OK, &app.store.rooms_of(me).await?))
+    let cap = app.chat.limits().unread_cap as i64;
+    Ok(json(StatusCode::OK, &app.store.rooms_of(me, cap).await?))
 }
 
 /// `GET /v1/rooms/{id}/members`.
@@ -217,16 +222,20 @@ struct NewMember {
 pub async fn add_member(app: &App, req: Request<Incoming>, id: &str) -> Reply {
     let who = caller(app, &req)?;
     let room = parse_id(id, "room id")?;
-    match who {
-        Caller::User(me) => require_member(app, room, me).await?,
+    let by = match who {
+        Caller::User(me) => {
+            require_member(app, room, me).await?;
+            Some(me)
+        }
         Caller::Admin => {
             if app.store.membership(room, 0).await?.is_none() {
                 return Err(ApiError::not_found("no such room"));
             }
+            None
         }
-    }
+    };
     let body: NewMember = read_json(req).await?;
-    let added = app.chat.rooms().add_member(room, body.user_id).await?;
+    let added = app.chat.rooms().add_member(room, body.user_id, by).await?;
     let status = if added { StatusCode::CREATED } else { StatusCode::OK };
     Ok(json(status, &json!({"room_id": room, "user_id": body.user_id})))
 }
@@ -236,12 +245,14 @@ pub async fn remove_member(app: &App, req: &Request<Incoming>, id: &str, uid: &s
     let who = caller(app, req)?;
     let room = parse_id(id, "room id")?;
     let target = parse_id(uid, "user id")?;
-    if let Caller::User(me) = who {
-        if me != target {
+    let by = match who {
+        Caller::User(me) if me != target => {
             return Err(ApiError::forbidden("you can only remove yourself; the admin token removes others"));
         }
-    }
-    app.chat.rooms().remove_member(room, target).await?;
+        Caller::User(me) => Some(me),
+        Caller::Admin => None,
+    };
+    app.chat.rooms().remove_member(room, target, by).await?;
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::{error_response, json, metrics, rest, upgrade, with_status, Permit};
+use super::{error_response, events, json, metrics, rest, upgrade, with_status, Permit};
 use crate::app::App;
 use crate::error::ApiError;
 
@@ -35,6 +35,9 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>, permit: Permit) -> Res
             rest::add_member(&app, req, &id).await
         }
         (&Method::DELETE, ["v1", "rooms", id, "members", uid]) => rest::remove_member(&app, &req, id, uid).await,
+        (&Method::GET, ["v1", "rooms", id, "events"]) => events::list(&app, &req, id).await,
+        (&Method::DELETE, ["v1", "messages", id]) => events::delete_message(&app, &req, id).await,
+        (&Method::GET, ["v1", "unread"]) => events::unread(&app, &req).await,
         (&Method::GET, ["v1", "admin", "dead-letters"]) => rest::dead_letters(&app, &req).await,
         (&Method::POST, ["v1", "admin", "dead-letters", "requeue"]) => rest::requeue_dead_letters(&app, req).await,
         (
@@ -47,10 +50,12 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>, permit: Permit) -> Res
             | ["v1", "users"]
             | ["v1", "tokens"]
             | ["v1", "rooms"]
+            | ["v1", "unread"]
             | ["v1", "admin", "dead-letters"]
             | ["v1", "admin", "dead-letters", "requeue"],
         )
-        | (_, ["v1", "rooms", _, "members"])
+        | (_, ["v1", "rooms", _, "members" | "events"])
+        | (_, ["v1", "messages", _])
         | (_, ["v1", "rooms", _, "members", _]) => {
             let e = ApiError::bad_request(format!("method {method} is not allowed here"));
             Ok(with_status(error_response(&e), StatusCode::METHOD_NOT_ALLOWED))

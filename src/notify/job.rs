@@ -45,6 +45,9 @@ pub struct Job {
     pub preview: String,
     /// The message's commit time, RFC 3339 UTC.
     pub created_at: String,
+    /// The message mentions the recipient.
+    #[serde(default)]
+    pub mention: bool,
     /// Failed deliveries so far.
     #[serde(default)]
     pub attempts: u32,

@@ -45,6 +45,8 @@ struct Pending {
     sender_id: i64,
     preview: String,
     created_at: String,
+    /// Members the message mentions (their jobs carry `mention`).
+    mentions: Vec<i64>,
 }
 
 impl Relay {
@@ -127,7 +129,7 @@ impl Relay {
 async fn locked_rows(tx: &tokio_postgres::Transaction<'_>) -> Result<Vec<Pending>, NotifyError> {
     let rows = tx
         .query(
-            "SELECT o.message_id, m.room_id, m.sender_id, left(m.content, $2), m.created_at \
+            "SELECT o.message_id, m.room_id, m.sender_id, left(m.content, $2), m.created_at, m.mentions \
              FROM notify_outbox o JOIN messages m ON m.id = o.message_id \
              ORDER BY o.message_id LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
             &[&MESSAGES_PER_PASS, &(PREVIEW_CHARS as i32 + 1)],
@@ -144,6 +146,7 @@ async fn locked_rows(tx: &tokio_postgres::Transaction<'_>) -> Result<Vec<Pending
                 sender_id: r.get(2),
                 preview: preview(r.get(3)),
                 created_at: created.to_rfc3339_opts(SecondsFormat::Micros, true),
+                mentions: r.get::<_, Option<Vec<i64>>>(5).unwrap_or_default(),
             }
         })
         .collect())
@@ -205,6 +208,7 @@ fn make_jobs(
                     sender_id: p.sender_id,
                     preview: p.preview.clone(),
                     created_at: p.created_at.clone(),
+                    mention: p.mentions.contains(&user_id),
                     attempts: 0,
                     enqueued_at_ms: 0,
                     last_error: None,
@@ -231,7 +235,7 @@ mod tests {
     use super::*;
 
     fn pending(message_id: i64, room_id: i64, sender_id: i64) -> Pending {
-        Pending { message_id, room_id, sender_id, preview: "hi".into(), created_at: "t".into() }
+        Pending { message_id, room_id, sender_id, preview: "hi".into(), created_at: "t".into(), mentions: vec![] }
     }
 
     #[test]

@@ -45,6 +45,9 @@ struct WebhookBody<'a> {
     sender_id: i64,
     preview: &'a str,
     created_at: &'a str,
+    /// Present (true) only when the message mentions the recipient (README "Room events").
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    mention: bool,
 }
 
 /// `sha256=<hex HMAC-SHA256 of body under secret>`.
@@ -148,6 +151,7 @@ impl Sinks {
             sender_id: job.sender_id,
             preview: &job.preview,
             created_at: &job.created_at,
+            mention: job.mention,
         })
         .map_err(|e| SinkError::Transport(e.to_string()))?;
         let mut req = hook.client.post(hook.url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json");
@@ -239,6 +243,7 @@ mod tests {
             sender_id: 4,
             preview: "hi",
             created_at: "2024-01-01T00:00:00Z",
+            mention: false,
         };
         let v = serde_json::to_value(&b).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -247,5 +252,7 @@ mod tests {
         let mut got = keys.clone();
         got.sort_unstable();
         assert_eq!(got, want);
+        let v = serde_json::to_value(&WebhookBody { mention: true, ..b }).unwrap();
+        assert_eq!(v["mention"], true, "a mention of the recipient adds the flag");
     }
 }

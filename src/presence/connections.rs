@@ -24,6 +24,9 @@ pub struct ConnHandle {
     pub conn: Arc<ConnState>,
     /// Rooms this connection receives (the user's memberships).
     rooms: Mutex<HashSet<i64>>,
+    /// Rooms the user left whose `leave` this node has not delivered yet: still subscribed on
+    /// the bus until it is (unsubscribed here too if the connection closes first).
+    leaving: Mutex<HashSet<i64>>,
 }
 
 impl ConnHandle {
@@ -45,8 +48,27 @@ impl ConnHandle {
     /// the room before, and the bus subscribes the connection from `baseline`.
     fn enter(&self, room: i64, baseline: Option<i64>, bus: &Bus) {
         if lock(&self.rooms).insert(room) {
+            self.forget_leave(room, bus);
             let _ = self.conn.outbox.push(Out::Reset(room));
             bus.subscribe(room, self.subscriber(), baseline);
+        }
+    }
+
+    /// Starts receiving `room`, which the user joined at `seq` (if not already): the stream
+    /// starts with the `join` event, replayed along with whatever followed it.
+    fn enter_at(&self, room: i64, seq: i64, bus: &Arc<Bus>) {
+        if lock(&self.rooms).insert(room) {
+            self.forget_leave(room, bus);
+            let _ = self.conn.outbox.push(Out::Reset(room));
+            bus.subscribe_from(room, self.subscriber(), seq);
+        }
+    }
+
+    /// Joined `room` again before this node delivered the `leave`: drop the old subscription,
+    /// a new one follows.
+    fn forget_leave(&self, room: i64, bus: &Bus) {
+        if lock(&self.leaving).remove(&room) {
+            bus.unsubscribe(room, self.id);
         }
     }
 
@@ -109,6 +131,7 @@ impl Connections {
             user_id,
             conn,
             rooms: Mutex::new(rooms.iter().map(|m| m.room_id).collect()),
+            leaving: Mutex::new(HashSet::new()),
         });
         let first = {
             let mut shard = self.shard(user_id);
@@ -131,7 +154,8 @@ impl Connections {
 
     /// Removes a connection; returns whether it was the user's last (presence goes offline).
     pub fn unregister(&self, handle: &ConnHandle, bus: &Bus) -> bool {
-        for room in handle.rooms() {
+        let leaving: Vec<i64> = lock(&handle.leaving).drain().collect();
+        for room in handle.rooms().into_iter().chain(leaving) {
             bus.unsubscribe(room, handle.id);
         }
         let mut shard = self.shard(handle.user_id);
@@ -177,22 +201,37 @@ impl Connections {
         }
     }
 
-    /// A membership was added: the user's live connections start receiving the room.
-    /// `baseline`: the room's last seq as of the membership change, if known.
-    pub fn joined(&self, user_id: i64, room: i64, baseline: Option<i64>, bus: &Bus) {
+    /// The user's live connections on this node.
+    fn conns_of(&self, user_id: i64) -> Vec<Arc<ConnHandle>> {
+        self.shard(user_id).get(&user_id).map(|e| e.conns.clone()).unwrap_or_default()
+    }
+
+    /// The user joined `room` with the `member` event at `seq`: their live connections start
+    /// receiving the room from that event on.
+    pub fn joined(&self, user_id: i64, room: i64, seq: i64, bus: &Arc<Bus>) {
         self.membership_changes.fetch_add(1, Ordering::SeqCst);
-        let conns = self.shard(user_id).get(&user_id).map(|e| e.conns.clone()).unwrap_or_default();
-        for c in conns {
-            c.enter(room, baseline, bus);
+        for c in self.conns_of(user_id) {
+            c.enter_at(room, seq, bus);
         }
     }
 
-    /// A membership was removed: the user's live connections stop receiving the room.
-    pub fn left(&self, user_id: i64, room: i64, bus: &Bus) {
+    /// The user left `room` with the `member` event at `seq`: their live connections stop
+    /// receiving the room after that event (the bus drops them right after delivering it).
+    pub fn left(&self, user_id: i64, room: i64, seq: i64, bus: &Bus) {
         self.membership_changes.fetch_add(1, Ordering::SeqCst);
-        let conns = self.shard(user_id).get(&user_id).map(|e| e.conns.clone()).unwrap_or_default();
-        for c in conns {
-            c.exit(room, bus);
+        for c in self.conns_of(user_id) {
+            if lock(&c.rooms).remove(&room) {
+                lock(&c.leaving).insert(room);
+                bus.unsubscribe_after(room, c.id, user_id, seq);
+            }
+        }
+    }
+
+    /// Brings every live connection of `user_id` in line with `fresh` memberships (after
+    /// membership changes may have been missed).
+    pub fn reconcile_user(&self, user_id: i64, fresh: &[Membership], bus: &Bus) {
+        for c in self.conns_of(user_id) {
+            self.reconcile(&c, fresh, bus);
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod connections;
+pub mod membership;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use crate::bus::Bus;
 use crate::store::Store;
 use crate::wire::server::presence_frame;
 pub use connections::{ConnHandle, Connections};
+pub use membership::MembershipFeed;
 
 /// What presence needs from the rest of this node.
 pub struct Local {

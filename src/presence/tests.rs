@@ -71,16 +71,29 @@ async fn first_and_last_connection_and_the_per_user_limit() {
 async fn joining_and_leaving_moves_live_connections() {
     let l = local();
     let (c, _) = connect(&l, 3, &[1]);
-    l.connections.joined(3, 9, None, &l.bus);
+    l.connections.joined(3, 9, 1, &l.bus);
     assert!(c.in_room(9));
     assert_eq!(l.bus.subscriber_count(9), 1);
-    assert!(drain(&c.conn).iter().any(|o| matches!(o, Out::Reset(9))), "the stream order forgets room 9");
-    l.connections.joined(3, 9, None, &l.bus);
+    let items = drain(&c.conn);
+    assert!(matches!(items[..], [Out::Reset(9), Out::Hold(9), ..]), "a fresh stream, held for the replay");
+    l.connections.joined(3, 9, 1, &l.bus);
     assert_eq!(l.bus.subscriber_count(9), 1, "joining twice subscribes once");
-    l.connections.left(3, 9, &l.bus);
+    l.bus.publish_message(9, 1, bytes::Bytes::from_static(b"join"));
+    l.connections.left(3, 9, 2, &l.bus);
     assert!(!c.in_room(9));
+    assert_eq!(l.bus.subscriber_count(9), 1, "kept until the leave (seq 2) is delivered here");
+    l.bus.publish_message(9, 2, bytes::Bytes::from_static(b"leave"));
+    l.bus.publish_message(9, 3, bytes::Bytes::from_static(b"after"));
+    let seqs: Vec<i64> = drain(&c.conn)
+        .into_iter()
+        .filter_map(|o| match o {
+            Out::Seq { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, vec![1, 2], "nothing past the leave, even without its member marker");
     assert_eq!(l.bus.subscriber_count(9), 0);
-    l.connections.joined(4, 9, None, &l.bus);
+    l.connections.joined(4, 9, 5, &l.bus);
     assert_eq!(l.bus.subscriber_count(9), 0, "a user with no live connection subscribes nothing");
 }
 
@@ -89,8 +102,8 @@ async fn a_connection_registered_with_stale_rooms_is_reconciled() {
     let l = local();
     let epoch = l.connections.membership_epoch();
     // Looked up: rooms 1 and 2. Meanwhile the user left 2 and joined 3 (no connection yet).
-    l.connections.left(8, 2, &l.bus);
-    l.connections.joined(8, 3, Some(0), &l.bus);
+    l.connections.left(8, 2, 4, &l.bus);
+    l.connections.joined(8, 3, 1, &l.bus);
     assert_ne!(l.connections.membership_epoch(), epoch, "the changes are counted");
     let (c, _) = connect(&l, 8, &[1, 2]);
     assert_eq!(l.bus.subscriber_count(2), 1, "stale: subscribed to the room it left");

@@ -19,6 +19,12 @@ pub async fn run(url: &str) -> Result<usize, StoreError> {
 
 /// [`run`] with `database.ca_file` for TLS (`sslmode` in the URL, see [`super::tls`]).
 pub async fn run_with_ca_file(url: &str, ca_file: Option<&Path>) -> Result<usize, StoreError> {
+    run_to(url, ca_file, None).await
+}
+
+/// [`run_with_ca_file`] up to migration `target` only (all when `None`): a staged upgrade, or
+/// a database at an older release's schema for upgrade tests.
+pub async fn run_to(url: &str, ca_file: Option<&Path>, target: Option<u32>) -> Result<usize, StoreError> {
     let super::tls::PgTarget { config: mut cfg, tls, .. } = super::tls::target(url, ca_file)?;
     // Bounded: an unreachable host or a stalled TLS handshake must fail start-up, not hang it.
     if cfg.get_connect_timeout().is_none() {
@@ -31,10 +37,11 @@ pub async fn run_with_ca_file(url: &str, ca_file: Option<&Path>) -> Result<usize
         }
     });
     client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?;
-    let report = embedded::migrations::runner()
-        .run_async(&mut client)
-        .await
-        .map_err(|e| StoreError::Db(format!("migration failed: {e}")));
+    let mut runner = embedded::migrations::runner();
+    if let Some(v) = target {
+        runner = runner.set_target(refinery::Target::Version(v));
+    }
+    let report = runner.run_async(&mut client).await.map_err(|e| StoreError::Db(format!("migration failed: {e}")));
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await;
     drop(client);
     let _ = driver.await;

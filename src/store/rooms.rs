@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 
 use super::Store;
 use crate::error::StoreError;
-use crate::model::rfc3339;
+use crate::model::{rfc3339, MemberAction, MemberEvent};
 
 /// A room as the REST API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +33,21 @@ pub struct MyRoom {
     pub delivered_seq: i64,
     /// Caller's read watermark.
     pub read_seq: i64,
+    /// Messages after `read_seq` from other senders, not deleted (at most the cap).
+    pub unread: i64,
+    /// Those of them that mention the caller.
+    pub mentions: i64,
+}
+
+/// The caller's unread totals (`GET /v1/unread`).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Unread {
+    /// Unread messages over all rooms (each room's count capped).
+    pub unread: i64,
+    /// Unread messages that mention the caller.
+    pub mentions: i64,
+    /// Rooms with unread messages.
+    pub rooms: i64,
 }
 
 /// A member row (`GET /v1/rooms/{id}/members`); `online` is filled in from presence.
@@ -55,18 +70,22 @@ fn room_from_row(r: &Row) -> Room {
 }
 
 impl Store {
-    /// Creates a room whose members are the creator and `members` (all must exist).
-    /// `max_rooms`: a member already in that many rooms is refused (`StoreError::Limit`).
+    /// Creates a room whose members are the creator and `members` (all must exist), each
+    /// joining with a `member` event, the creator first. `max_rooms`: a member already in that
+    /// many rooms is refused (`StoreError::Limit`).
     pub async fn create_room(
         &self,
         name: &str,
         creator: i64,
         members: &[i64],
         max_rooms: i64,
-    ) -> Result<Room, StoreError> {
-        let mut ids: Vec<i64> = members.iter().copied().chain([creator]).collect();
-        ids.sort_unstable();
-        ids.dedup();
+    ) -> Result<(Room, Vec<MemberEvent>), StoreError> {
+        let mut ids: Vec<i64> = vec![creator];
+        for &m in members {
+            if !ids.contains(&m) {
+                ids.push(m);
+            }
+        }
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         let found: i64 = tx.query_one("SELECT count(*) FROM users WHERE id = ANY($1)", &[&ids]).await?.get(0);
@@ -83,34 +102,54 @@ impl Store {
         if let Some(r) = full {
             return Err(rooms_limit(r.get(0), max_rooms));
         }
-        let row = tx
-            .query_one(
-                "INSERT INTO rooms (name, member_count) VALUES ($1, $2) \
-                 RETURNING id, name, created_at, last_seq",
-                &[&name, &(ids.len() as i32)],
-            )
+        let row = tx.query_one("INSERT INTO rooms (name) VALUES ($1) RETURNING id", &[&name]).await?;
+        let room_id: i64 = row.get(0);
+        tx.execute("INSERT INTO room_members (room_id, user_id) SELECT $1, unnest($2::BIGINT[])", &[&room_id, &ids])
             .await?;
-        let room = room_from_row(&row);
-        tx.execute("INSERT INTO room_members (room_id, user_id) SELECT $1, unnest($2::BIGINT[])", &[&room.id, &ids])
-            .await?;
+        let events = member_events(&tx, room_id, &ids, MemberAction::Join, Some(creator)).await?;
+        let row = tx.query_one("SELECT id, name, created_at, last_seq FROM rooms WHERE id = $1", &[&room_id]).await?;
         tx.commit().await?;
-        Ok(room)
+        Ok((room_from_row(&row), events))
     }
 
-    /// Rooms of a user with their watermarks.
-    pub async fn rooms_of(&self, user_id: i64) -> Result<Vec<MyRoom>, StoreError> {
+    /// Rooms of a user with their watermarks and unread counts, in ONE query however many
+    /// rooms: per room, one backward index range over its unread seqs, at most `cap` rows
+    /// (rooms read up to their last seq cost one index probe). `mentions` counts among the
+    /// newest `cap` unread messages, so both counts stop at the cap.
+    pub async fn rooms_of(&self, user_id: i64, cap: i64) -> Result<Vec<MyRoom>, StoreError> {
         let rows = self
             .read(
-                "SELECT r.id, r.name, r.created_at, r.last_seq, m.delivered_seq, m.read_seq \
+                "SELECT r.id, r.name, r.created_at, r.last_seq, m.delivered_seq, m.read_seq, c.unread, c.mentions \
                  FROM room_members m JOIN rooms r ON r.id = m.room_id \
+                 CROSS JOIN LATERAL ( \
+                     SELECT count(*) AS unread, count(*) FILTER (WHERE x.mentions @> ARRAY[$1]) AS mentions \
+                     FROM (SELECT mentions FROM messages WHERE room_id = r.id AND seq > m.read_seq \
+                             AND seq <= r.last_seq AND sender_id <> $1 AND NOT deleted \
+                           ORDER BY room_id DESC, seq DESC LIMIT $2) x) c \
                  WHERE m.user_id = $1 ORDER BY r.id",
-                &[user_id],
+                &[user_id, cap],
             )
             .await?;
         Ok(rows
             .iter()
-            .map(|r| MyRoom { room: room_from_row(r), delivered_seq: r.get(4), read_seq: r.get(5) })
+            .map(|r| MyRoom {
+                room: room_from_row(r),
+                delivered_seq: r.get(4),
+                read_seq: r.get(5),
+                unread: r.get(6),
+                mentions: r.get(7),
+            })
             .collect())
+    }
+
+    /// The user's unread totals over their rooms (each room's counts capped at `cap`).
+    pub async fn unread(&self, user_id: i64, cap: i64) -> Result<Unread, StoreError> {
+        let rooms = self.rooms_of(user_id, cap).await?;
+        Ok(Unread {
+            unread: rooms.iter().map(|r| r.unread).sum(),
+            mentions: rooms.iter().map(|r| r.mentions).sum(),
+            rooms: rooms.iter().filter(|r| r.unread > 0).count() as i64,
+        })
     }
 
     /// Whether a room exists and whether `user_id` is a member: `None` = no such room.
@@ -150,17 +189,22 @@ impl Store {
             .collect())
     }
 
-    /// Adds a member; `Ok(false)` if they already were one. The user must exist.
-    /// A user already in `max_rooms` rooms is refused (`StoreError::Limit`). Returns whether
-    /// the user was added and the room's last seq read under the room's lock in the same
-    /// transaction: every later event has a higher seq, every earlier one at most this.
-    pub async fn add_member(&self, room_id: i64, user_id: i64, max_rooms: i64) -> Result<(bool, i64), StoreError> {
+    /// Adds a member with a `join` event made `by` a user (None: the admin API); `Ok(None)`
+    /// if they already were one. The user must exist. A user already in `max_rooms` rooms is
+    /// refused (`StoreError::Limit`).
+    pub async fn add_member(
+        &self,
+        room_id: i64,
+        user_id: i64,
+        by: Option<i64>,
+        max_rooms: i64,
+    ) -> Result<Option<MemberEvent>, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         if tx.query_opt("SELECT 1 FROM users WHERE id = $1", &[&user_id]).await?.is_none() {
             return Err(StoreError::NotFound);
         }
-        let last_seq = lock_room(&tx, room_id).await?;
+        lock_room(&tx, room_id).await?;
         let rooms: i64 = tx
             .query_one("SELECT count(*) FROM room_members WHERE user_id = $1 AND room_id <> $2", &[&user_id, &room_id])
             .await?
@@ -174,26 +218,63 @@ impl Store {
                 &[&room_id, &user_id],
             )
             .await?;
-        if n == 1 {
-            tx.execute("UPDATE rooms SET member_count = member_count + 1 WHERE id = $1", &[&room_id]).await?;
+        if n == 0 {
+            return Ok(None);
         }
+        let event = member_events(&tx, room_id, &[user_id], MemberAction::Join, by).await?.pop();
         tx.commit().await?;
-        Ok((n == 1, last_seq))
+        Ok(event)
     }
 
-    /// Removes a member; `Ok(false)` if they were not one.
-    pub async fn remove_member(&self, room_id: i64, user_id: i64) -> Result<bool, StoreError> {
+    /// Removes a member with a `leave` event made `by` a user (None: the admin API);
+    /// `Ok(None)` if they were not one.
+    pub async fn remove_member(
+        &self,
+        room_id: i64,
+        user_id: i64,
+        by: Option<i64>,
+    ) -> Result<Option<MemberEvent>, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         lock_room(&tx, room_id).await?;
         let n =
             tx.execute("DELETE FROM room_members WHERE room_id = $1 AND user_id = $2", &[&room_id, &user_id]).await?;
-        if n == 1 {
-            tx.execute("UPDATE rooms SET member_count = member_count - 1 WHERE id = $1", &[&room_id]).await?;
+        if n == 0 {
+            return Ok(None);
         }
+        let event = member_events(&tx, room_id, &[user_id], MemberAction::Leave, by).await?.pop();
         tx.commit().await?;
-        Ok(n == 1)
+        Ok(event)
     }
+}
+
+/// Writes one `member` event per user (in order) at the room's next seqs and keeps the room's
+/// member count. The caller holds the room's row lock or created the room in this transaction.
+pub(super) async fn member_events(
+    tx: &tokio_postgres::Transaction<'_>,
+    room_id: i64,
+    users: &[i64],
+    action: MemberAction,
+    by: Option<i64>,
+) -> Result<Vec<MemberEvent>, StoreError> {
+    let join = action == MemberAction::Join;
+    let delta = if join { users.len() as i32 } else { -(users.len() as i32) };
+    let rows = tx
+        .query(
+            "WITH s AS (UPDATE rooms SET last_seq = last_seq + cardinality($2::BIGINT[]), \
+                            member_count = member_count + $5 WHERE id = $1 \
+                        RETURNING last_seq - cardinality($2::BIGINT[]) AS base) \
+             INSERT INTO room_events (room_id, seq, kind, user_id, flag, by_id) \
+             SELECT $1, s.base + u.i, 'member', u.uid, $3, $4 \
+             FROM s, unnest($2::BIGINT[]) WITH ORDINALITY AS u(uid, i) \
+             RETURNING seq, user_id",
+            &[&room_id, &users, &join, &by, &delta],
+        )
+        .await?;
+    let mut events: Vec<MemberEvent> =
+        rows.iter().map(|r| MemberEvent { room_id, seq: r.get(0), user_id: r.get(1), action, by }).collect();
+    events.sort_by_key(|e| e.seq);
+    Ok(events)
 }
 
 fn rooms_limit(user_id: i64, max_rooms: i64) -> StoreError {
@@ -210,9 +291,8 @@ fn rooms_limit(user_id: i64, max_rooms: i64) -> StoreError {
 /// until autovacuum ran. Locking first serialises a room's membership changes (a low-rate
 /// admin path) and the FK check then finds the lock already held.
 ///
-/// Returns the room's last seq (0 for no such room: the membership insert then fails its
-/// foreign key).
-async fn lock_room(tx: &tokio_postgres::Transaction<'_>, room_id: i64) -> Result<i64, StoreError> {
-    let row = tx.query_opt("SELECT last_seq FROM rooms WHERE id = $1 FOR NO KEY UPDATE", &[&room_id]).await?;
-    Ok(row.map_or(0, |r| r.get(0)))
+/// No such room: nothing is locked and the membership insert then fails its foreign key.
+pub(super) async fn lock_room(tx: &tokio_postgres::Transaction<'_>, room_id: i64) -> Result<(), StoreError> {
+    tx.execute("SELECT 1 FROM rooms WHERE id = $1 FOR NO KEY UPDATE", &[&room_id]).await?;
+    Ok(())
 }

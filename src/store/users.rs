@@ -5,13 +5,25 @@ use std::collections::HashMap;
 
 use tokio_postgres::types::Type;
 
+use super::rooms::{lock_room, member_events};
 use super::Store;
 use crate::error::StoreError;
-use crate::model::{Membership, DEFAULT_ROOM};
+use crate::model::{MemberAction, MemberEvent, Membership, DEFAULT_ROOM};
+
+/// A user just created.
+#[derive(Debug, Clone)]
+pub struct SignedUp {
+    /// Id.
+    pub id: i64,
+    /// Username.
+    pub username: String,
+    /// Their `join` of room 1 (none if room 1 was deleted).
+    pub join: Option<MemberEvent>,
+}
 
 impl Store {
-    /// Creates a user and makes them a member of room 1.
-    pub async fn create_user(&self, username: &str, email: Option<&str>) -> Result<(i64, String), StoreError> {
+    /// Creates a user and makes them a member of room 1 (with a `join` event, by nobody).
+    pub async fn create_user(&self, username: &str, email: Option<&str>) -> Result<SignedUp, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         let row = tx
@@ -21,11 +33,12 @@ impl Store {
             )
             .await?;
         let id: i64 = row.get(0);
-        // The count update takes the room's row lock BEFORE the insert: see `lock_room`.
-        tx.execute("UPDATE rooms SET member_count = member_count + 1 WHERE id = $1", &[&DEFAULT_ROOM]).await?;
+        // The room's row lock BEFORE the insert: see `lock_room`.
+        lock_room(&tx, DEFAULT_ROOM).await?;
         tx.execute("INSERT INTO room_members (room_id, user_id) VALUES ($1, $2)", &[&DEFAULT_ROOM, &id]).await?;
+        let join = member_events(&tx, DEFAULT_ROOM, &[id], MemberAction::Join, None).await?.pop();
         tx.commit().await?;
-        Ok((id, row.get(1)))
+        Ok(SignedUp { id, username: row.get(1), join })
     }
 
     /// The database's cluster id (migration V4): the default namespace of the cluster's keys

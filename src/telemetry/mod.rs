@@ -181,6 +181,12 @@ const DEFS: &[Def] = &[
     },
     Def { name: names::STORAGE_MESSAGES_COMMITTED_TOTAL, kind: Kind::Counter, help: "Messages committed.", zero: true },
     Def {
+        name: names::STORAGE_EVENTS_COMMITTED_TOTAL,
+        kind: Kind::Counter,
+        help: "Edits, deletes and reactions committed.",
+        zero: true,
+    },
+    Def {
         name: names::STORAGE_BATCH_RETRIES_TOTAL,
         kind: Kind::Counter,
         help: "Batches retried after a failure before COMMIT.",
@@ -278,8 +284,9 @@ const DEFS: &[Def] = &[
 /// Metric handles used on hot paths, registered once: a handle is an `Arc` to the atomic, so
 /// an update skips the macro's key hashing and registry lookup.
 pub struct Hot {
-    /// `livechat_ws_events_in_total` by type: message, typing, status_update, sync.
-    pub events_in: [Counter; 4],
+    /// `livechat_ws_events_in_total` by type: message, typing, status_update, sync, edit,
+    /// delete, react.
+    pub events_in: [Counter; 7],
     /// `livechat_ws_deliveries_total`.
     pub deliveries: Counter,
     /// `livechat_ws_delivery_latency_seconds`.
@@ -294,7 +301,7 @@ pub struct Hot {
 pub fn hot() -> &'static Hot {
     static HOT: OnceLock<Hot> = OnceLock::new();
     HOT.get_or_init(|| Hot {
-        events_in: ["message", "typing", "status_update", "sync"]
+        events_in: ["message", "typing", "status_update", "sync", "edit", "delete", "react"]
             .map(|t| metrics::counter!(names::WS_EVENTS_IN_TOTAL, "type" => t)),
         deliveries: metrics::counter!(names::WS_DELIVERIES_TOTAL),
         delivery_latency: metrics::histogram!(names::WS_DELIVERY_LATENCY_SECONDS),

@@ -52,6 +52,8 @@ pub const STORAGE_BATCH_ROWS: &str = "livechat_storage_batch_rows";
 pub const WS_MEMBERSHIP_BATCH_ROWS: &str = "livechat_ws_membership_batch_rows";
 /// Messages committed.
 pub const STORAGE_MESSAGES_COMMITTED_TOTAL: &str = "livechat_storage_messages_committed_total";
+/// Counter: edits, deletes and reactions committed (membership events are written by REST).
+pub const STORAGE_EVENTS_COMMITTED_TOTAL: &str = "livechat_storage_events_committed_total";
 /// Batches retried after a failure before COMMIT.
 pub const STORAGE_BATCH_RETRIES_TOTAL: &str = "livechat_storage_batch_retries_total";
 /// Writes answered with `unavailable`.

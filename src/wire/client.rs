@@ -21,6 +21,31 @@ pub enum ClientEvent {
         content: String,
         /// Idempotency key chosen by the client.
         client_msg_id: Option<String>,
+        /// The message replied to.
+        reply_to: Option<i64>,
+        /// Mentioned user ids (deduplicated, at most [`MAX_MENTIONS`]).
+        mentions: Vec<i64>,
+    },
+    /// Replace a message's content (its sender only).
+    Edit {
+        /// The message.
+        message_id: i64,
+        /// New text.
+        content: String,
+    },
+    /// Erase a message (its sender only).
+    Delete {
+        /// The message.
+        message_id: i64,
+    },
+    /// Add or remove a reaction.
+    React {
+        /// The message.
+        message_id: i64,
+        /// 1..=32 bytes of UTF-8, no whitespace.
+        emoji: String,
+        /// Add (true) or remove.
+        on: bool,
     },
     /// Typing indicator.
     Typing {
@@ -73,7 +98,17 @@ struct Raw {
     delivered: Option<bool>,
     read: Option<bool>,
     rooms: Option<BTreeMap<String, i64>>,
+    #[serde(default, deserialize_with = "opt_id")]
+    reply_to: Option<i64>,
+    mentions: Option<Vec<i64>>,
+    emoji: Option<String>,
+    on: Option<bool>,
 }
+
+/// Most users one message may mention.
+pub const MAX_MENTIONS: usize = 50;
+/// Longest emoji, in bytes of UTF-8.
+pub const MAX_EMOJI_BYTES: usize = 32;
 
 /// Limits that decoding enforces.
 #[derive(Debug, Clone, Copy)]
@@ -107,27 +142,40 @@ pub fn decode(text: &[u8], me: i64, limits: DecodeLimits) -> Result<ClientEvent,
         "message" => {
             let content =
                 raw.content.ok_or_else(|| reject(ApiError::bad_request("message needs a string `content`")))?;
-            let chars = content.trim().chars().count();
-            if chars == 0 {
-                return Err(reject(ApiError::bad_request("content is empty")));
-            }
-            // PostgreSQL text cannot hold NUL: refused here, it would fail the whole group
-            // commit it lands in (everyone's writes), not just this one.
-            if content.contains('\0') || raw.client_msg_id.as_deref().is_some_and(|id| id.contains('\0')) {
-                return Err(reject(ApiError::bad_request("content and client_msg_id cannot contain NUL (\\u0000)")));
-            }
-            if chars > limits.content_max_chars {
-                return Err(reject(ApiError::new(
-                    ErrorCode::TooLarge,
-                    format!("content is longer than {} characters", limits.content_max_chars),
-                )));
-            }
+            check_content(&content, limits).map_err(reject)?;
             if let Some(id) = &raw.client_msg_id {
-                if id.is_empty() || id.chars().count() > 64 {
-                    return Err(reject(ApiError::bad_request("client_msg_id must be 1 to 64 characters")));
+                if id.is_empty() || id.chars().count() > 64 || id.contains('\0') {
+                    return Err(reject(ApiError::bad_request("client_msg_id must be 1 to 64 characters, no NUL")));
                 }
             }
-            Ok(ClientEvent::Message { room_id, content, client_msg_id: raw.client_msg_id })
+            let mut mentions = raw.mentions.unwrap_or_default();
+            mentions.sort_unstable();
+            mentions.dedup();
+            if mentions.len() > MAX_MENTIONS {
+                return Err(reject(ApiError::limit(format!("at most {MAX_MENTIONS} mentions"))));
+            }
+            let (client_msg_id, reply_to) = (raw.client_msg_id, raw.reply_to);
+            Ok(ClientEvent::Message { room_id, content, client_msg_id, reply_to, mentions })
+        }
+        "edit" => {
+            let message_id = need_message_id(raw.message_id, "edit").map_err(reject)?;
+            let content = raw.content.ok_or_else(|| reject(ApiError::bad_request("edit needs a string `content`")))?;
+            check_content(&content, limits).map_err(reject)?;
+            Ok(ClientEvent::Edit { message_id, content })
+        }
+        "delete" => Ok(ClientEvent::Delete { message_id: need_message_id(raw.message_id, "delete").map_err(reject)? }),
+        "react" => {
+            let message_id = need_message_id(raw.message_id, "react").map_err(reject)?;
+            let emoji = raw.emoji.ok_or_else(|| reject(ApiError::bad_request("react needs a string `emoji`")))?;
+            if emoji.is_empty()
+                || emoji.len() > MAX_EMOJI_BYTES
+                || emoji.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                let why = format!("emoji must be 1 to {MAX_EMOJI_BYTES} bytes without whitespace");
+                return Err(reject(ApiError::bad_request(why)));
+            }
+            let on = raw.on.ok_or_else(|| reject(ApiError::bad_request("react needs a boolean `on`")))?;
+            Ok(ClientEvent::React { message_id, emoji, on })
         }
         "typing" => {
             let start = match raw.state.as_deref() {
@@ -154,6 +202,28 @@ pub fn decode(text: &[u8], me: i64, limits: DecodeLimits) -> Result<ClientEvent,
         }
         other => Err(reject(ApiError::bad_request(format!("unknown event type {other:?}")))),
     }
+}
+
+/// The content rules of `message` and `edit`.
+fn check_content(content: &str, limits: DecodeLimits) -> Result<(), ApiError> {
+    let chars = content.trim().chars().count();
+    if chars == 0 {
+        return Err(ApiError::bad_request("content is empty"));
+    }
+    // PostgreSQL text cannot hold NUL: refused here, it would fail the whole group commit it
+    // lands in (everyone's writes), not just this one.
+    if content.contains('\0') {
+        return Err(ApiError::bad_request("content cannot contain NUL (\\u0000)"));
+    }
+    if chars > limits.content_max_chars {
+        let max = limits.content_max_chars;
+        return Err(ApiError::new(ErrorCode::TooLarge, format!("content is longer than {max} characters")));
+    }
+    Ok(())
+}
+
+fn need_message_id(id: Option<i64>, kind: &str) -> Result<i64, ApiError> {
+    id.ok_or_else(|| ApiError::bad_request(format!("{kind} needs `message_id`")))
 }
 
 /// A `sync`'s rooms: canonical decimal ids (no sign, no leading zero, no blanks; the map's keys
@@ -215,7 +285,43 @@ mod tests {
     #[test]
     fn message_defaults_to_room_one() {
         let e = decode(br#"{"type":"message","content":"hi"}"#, 7, L).unwrap();
-        assert_eq!(e, ClientEvent::Message { room_id: 1, content: "hi".into(), client_msg_id: None });
+        let want = ClientEvent::Message {
+            room_id: 1,
+            content: "hi".into(),
+            client_msg_id: None,
+            reply_to: None,
+            mentions: vec![],
+        };
+        assert_eq!(e, want);
+    }
+
+    #[test]
+    fn room_events() {
+        let e = decode(br#"{"type":"message","content":"hi","reply_to":"4","mentions":[3,2,3]}"#, 7, L).unwrap();
+        assert!(matches!(e, ClientEvent::Message { reply_to: Some(4), ref mentions, .. } if mentions == &[2, 3]));
+        let many = format!(r#"{{"type":"message","content":"x","mentions":{:?}}}"#, (0..51).collect::<Vec<_>>());
+        assert_eq!(decode(many.as_bytes(), 7, L).unwrap_err().error.code, ErrorCode::TooLarge);
+        let e = decode(br#"{"type":"edit","message_id":5,"content":"new"}"#, 7, L).unwrap();
+        assert_eq!(e, ClientEvent::Edit { message_id: 5, content: "new".into() });
+        let r = decode(br#"{"type":"edit","message_id":5,"content":"aaaaaaaaaaa"}"#, 7, L).unwrap_err();
+        assert_eq!((r.error.code, r.reference), (ErrorCode::TooLarge, Some(Value::from(5))));
+        assert_eq!(
+            decode(br#"{"type":"delete","message_id":5}"#, 7, L).unwrap(),
+            ClientEvent::Delete { message_id: 5 }
+        );
+        let e = decode(r#"{"type":"react","message_id":5,"emoji":"👍","on":true}"#.as_bytes(), 7, L).unwrap();
+        assert_eq!(e, ClientEvent::React { message_id: 5, emoji: "👍".into(), on: true });
+        for bad in [
+            r#"{"type":"react","message_id":5,"emoji":"a b","on":true}"#,
+            r#"{"type":"react","message_id":5,"emoji":"","on":true}"#,
+            r#"{"type":"react","message_id":5,"emoji":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","on":true}"#,
+            r#"{"type":"react","message_id":5,"emoji":"x"}"#,
+            r#"{"type":"delete"}"#,
+            r#"{"type":"edit","message_id":5}"#,
+        ] {
+            let r = decode(bad.as_bytes(), 7, L).unwrap_err();
+            assert_eq!(r.error.code, ErrorCode::BadRequest, "{bad}");
+        }
     }
 
     #[test]

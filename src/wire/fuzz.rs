@@ -22,12 +22,19 @@ fn event_text() -> impl Strategy<Value = Vec<u8>> {
         Just("delivered"),
         Just("read"),
         Just("rooms"),
+        Just("reply_to"),
+        Just("mentions"),
+        Just("emoji"),
+        Just("on"),
     ];
     let value = prop_oneof![
         Just("\"message\"".to_string()),
         Just("\"typing\"".to_string()),
         Just("\"sync\"".to_string()),
         Just("\"status_update\"".to_string()),
+        Just("\"edit\"".to_string()),
+        Just("\"delete\"".to_string()),
+        Just("\"react\"".to_string()),
         any::<i64>().prop_map(|n| n.to_string()),
         "\\PC{0,80}".prop_map(|s| serde_json::Value::String(s).to_string()),
         Just("true".to_string()),
@@ -48,12 +55,21 @@ proptest! {
     #[test]
     fn decode_never_panics_and_accepted_events_respect_the_limits(text in event_text(), me in 1i64..5) {
         match decode(&text, me, L) {
-            Ok(ClientEvent::Message { content, client_msg_id, .. }) => {
+            Ok(ClientEvent::Message { content, client_msg_id, mentions, .. }) => {
                 let n = content.trim().chars().count();
                 prop_assert!((1..=L.content_max_chars).contains(&n));
                 prop_assert!(!content.contains('\0'));
                 prop_assert!(client_msg_id.is_none_or(|id| (1..=64).contains(&id.chars().count())));
+                prop_assert!(mentions.len() <= super::client::MAX_MENTIONS);
             }
+            Ok(ClientEvent::Edit { content, .. }) => {
+                prop_assert!((1..=L.content_max_chars).contains(&content.trim().chars().count()));
+            }
+            Ok(ClientEvent::React { emoji, .. }) => {
+                prop_assert!((1..=super::client::MAX_EMOJI_BYTES).contains(&emoji.len()));
+                prop_assert!(!emoji.chars().any(char::is_whitespace));
+            }
+            Ok(ClientEvent::Delete { .. }) => {}
             Ok(ClientEvent::Sync { rooms }) => {
                 prop_assert!(rooms.len() <= L.sync_max_rooms);
                 prop_assert!(rooms.iter().all(|(id, seen)| *id >= 0 && (0..=MAX_SEEN_SEQ).contains(seen)));

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::frame;
 use crate::error::ApiError;
-use crate::model::Message;
+use crate::model::{Message, RoomEvent};
 
 #[derive(Serialize)]
 struct Tagged<'a, T: Serialize> {
@@ -28,6 +28,16 @@ fn encode<T: Serialize>(kind: &str, body: &T, size_hint: usize) -> Bytes {
 /// `message`.
 pub fn message_frame(m: &Message) -> Bytes {
     encode("message", m, 160 + m.content.len())
+}
+
+/// Any room event (`message`, `edit`, `delete`, `reaction`, `member`).
+pub fn event_frame(e: &RoomEvent) -> Bytes {
+    match e {
+        RoomEvent::Message(m) => message_frame(m),
+        // Internally tagged: `type` comes from the variant.
+        other => frame::text_with(192, |w| serde_json::to_writer(w, other))
+            .unwrap_or_else(|_| frame::encode(frame::OP_TEXT, br#"{"type":"error","code":"internal"}"#)),
+    }
 }
 
 /// `typing`.
@@ -118,8 +128,28 @@ mod tests {
             content: "hé".into(),
             timestamp: DateTime::from_timestamp(0, 0).unwrap(),
             client_msg_id: None,
+            reply_to: None,
+            mentions: vec![],
         };
         let v = payload(&message_frame(&m));
+        assert_eq!(v["reply_to"], Value::Null);
+        assert_eq!(v["mentions"], serde_json::json!([]));
+        assert_eq!(payload(&event_frame(&RoomEvent::Message(m.clone()))), v, "one encoding of a message");
+        let del = RoomEvent::Delete(crate::model::Delete { room_id: 1, seq: 3, message_id: 5, user_id: None });
+        let d = payload(&event_frame(&del));
+        assert_eq!(d, serde_json::json!({"type": "delete", "room_id": 1, "seq": 3, "message_id": 5, "user_id": null}));
+        let join = RoomEvent::Member(crate::model::MemberEvent {
+            room_id: 1,
+            seq: 4,
+            user_id: 7,
+            action: crate::model::MemberAction::Join,
+            by: Some(2),
+        });
+        let j = payload(&event_frame(&join));
+        assert_eq!(
+            (&j["type"], &j["action"], &j["by"]),
+            (&Value::from("member"), &Value::from("join"), &Value::from(2))
+        );
         assert_eq!(v["type"], "message");
         assert_eq!(v["timestamp"], "1970-01-01T00:00:00.000000Z");
         assert_eq!(v["client_msg_id"], Value::Null);

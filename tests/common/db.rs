@@ -107,3 +107,31 @@ pub async fn db_room_seqs(client: &tokio_postgres::Client, room_id: i64) -> Vec<
     .expect("select seqs");
     rows.iter().map(|r| r.get::<_, i64>(0)).collect()
 }
+
+/// `room_id`'s stored log (SPEC §10), ordered by seq: `(seq, kind)` for every message (kind
+/// `"message"`) and every `room_events` row (its `kind`: `"member"`, `"edit"`, `"delete"`,
+/// `"reaction"`). Both tables are read in one statement (`UNION ALL`), so a seq stored in both
+/// shows up twice.
+pub async fn db_room_log(client: &tokio_postgres::Client, room_id: i64) -> Vec<(i64, String)> {
+    let rows = bounded(
+        "select room log",
+        client.query(
+            "SELECT seq::bigint, 'message'::text FROM messages WHERE room_id = $1::bigint \
+             UNION ALL SELECT seq::bigint, kind::text FROM room_events WHERE room_id = $1::bigint \
+             ORDER BY 1",
+            &[&room_id],
+        ),
+    )
+    .await
+    .expect("select room log");
+    rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1))).collect()
+}
+
+/// Asserts `room_id`'s stored log ([`db_room_log`]: messages and `room_events` together) holds
+/// every seq 1..=n exactly once — no gap, no repeat — and returns it.
+pub async fn assert_db_room_log_gapless(client: &tokio_postgres::Client, room_id: i64) -> Vec<(i64, String)> {
+    let log = db_room_log(client, room_id).await;
+    let seqs: Vec<i64> = log.iter().map(|e| e.0).collect();
+    assert_eq!(seqs, (1..=log.len() as i64).collect::<Vec<_>>(), "room {room_id}: stored log is gapless 1..n: {log:?}");
+    log
+}

@@ -107,6 +107,20 @@ impl TestServer {
         r.body["id"].as_i64().unwrap_or_else(|| panic!("room id in {r:?}"))
     }
 
+    /// `last_seq` of `room` in `GET /v1/rooms` as the holder of `token` (a member): the seq of
+    /// the room's latest event (SPEC §10). Creating a user or a room and changing members take
+    /// seqs too, so a test reads this before sending: its next room event takes `last_seq + 1`.
+    pub async fn last_seq(&self, token: &str, room: i64) -> i64 {
+        let r = self.get_json("/v1/rooms", token).await;
+        assert_eq!(r.status, 200, "GET /v1/rooms: {r:?}");
+        let entry = r
+            .body
+            .as_array()
+            .and_then(|rooms| rooms.iter().find(|x| x["id"] == json!(room)))
+            .unwrap_or_else(|| panic!("room {room} not in GET /v1/rooms: {r:?}"));
+        entry["last_seq"].as_i64().unwrap_or_else(|| panic!("integer last_seq in {entry}"))
+    }
+
     /// `GET /chat/history?room_id=..&limit=..` → the array (asserts 200).
     pub async fn history(&self, token: &str, room_id: i64, limit: u32) -> Vec<Value> {
         let r = self.get_json(&format!("/chat/history?room_id={room_id}&limit={limit}"), token).await;

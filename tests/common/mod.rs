@@ -15,7 +15,9 @@
 
 mod asserts;
 mod cli;
+mod cluster;
 mod db;
+mod events;
 mod http;
 mod jwt;
 mod private_pg;
@@ -31,6 +33,6 @@ mod ws;
 // Each test binary uses only part of these: an unused re-export is expected, not a mistake.
 #[allow(unused_imports)]
 pub use self::{
-    asserts::*, cli::*, db::*, http::*, jwt::*, private_pg::*, process::*, raw::*, redis::*, server::*, util::*,
-    wait::*, webhook::*, ws::*,
+    asserts::*, cli::*, cluster::*, db::*, events::*, http::*, jwt::*, private_pg::*, process::*, raw::*, redis::*,
+    server::*, util::*, wait::*, webhook::*, ws::*,
 };

@@ -15,6 +15,10 @@ use super::{bounded, random_hex, RECV_TIMEOUT};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// The server event types that are room events (SPEC §10): each carries `room_id` and `seq`,
+/// and a room's seqs count all of them (so its message seqs may skip numbers).
+pub const ROOM_EVENT_TYPES: [&str; 5] = ["message", "edit", "delete", "reaction", "member"];
+
 /// Why a WebSocket upgrade failed.
 #[derive(Debug)]
 pub enum WsConnectError {
@@ -201,6 +205,23 @@ impl WsClient {
                 return seen;
             }
             seen.push(v);
+        }
+    }
+
+    /// Sends `sync` for `rooms` (`{"<room_id>": last_seen_seq, ...}`) and returns every room
+    /// event ([`ROOM_EVENT_TYPES`], of any room) received until `synced`, in arrival order, and
+    /// the `synced` event. Presence, typing and receipts are skipped; an `error` panics.
+    pub async fn sync_replay(&mut self, rooms: Value) -> (Vec<Value>, Value) {
+        self.send_json(json!({ "type": "sync", "rooms": rooms })).await;
+        let mut tys = ROOM_EVENT_TYPES.to_vec();
+        tys.push("synced");
+        let mut events = Vec::new();
+        loop {
+            let v = self.recv_types(&tys).await;
+            if v["type"] == "synced" {
+                return (events, v);
+            }
+            events.push(v);
         }
     }
 

@@ -1,12 +1,14 @@
 //! Scenarios: setup over REST, worker orchestration, aggregation.
 //!
 //! `fanout`, `durable`, `idle` and `connect-storm` run their connections in worker
-//! processes (see `orchestrate`); `history`, `resume` and `soak` run in this process.
+//! processes (see `orchestrate`); `history`, `resume`, `soak`, `events` and `unread` run in
+//! this process.
 
 mod aggregate;
 mod client;
 mod connect_storm;
 mod durable;
+mod events;
 mod fanout;
 mod history;
 mod idle;
@@ -15,14 +17,17 @@ mod output;
 mod resume;
 mod setup;
 mod soak;
+mod unread;
 
 pub use connect_storm::StormArgs;
 pub use durable::DurableArgs;
+pub use events::EventsArgs;
 pub use fanout::FanoutArgs;
 pub use history::HistoryArgs;
 pub use idle::IdleArgs;
 pub use resume::ResumeArgs;
 pub use soak::SoakArgs;
+pub use unread::UnreadArgs;
 
 use crate::{Cli, Cmd};
 use anyhow::{bail, Result};
@@ -44,6 +49,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::History(a) => history::run(&cli, a).await,
         Cmd::Resume(a) => resume::run(&cli, a).await,
         Cmd::Soak(a) => soak::run(&cli, a).await,
+        Cmd::Events(a) => events::run(&cli, a).await,
+        Cmd::Unread(a) => unread::run(&cli, a).await,
         Cmd::Render { from } => output::render(c, &from),
     }
 }

@@ -16,7 +16,7 @@ use crate::chat::{Parts, Publisher, Reads, Rooms, Settings};
 use crate::config::LimitsConfig;
 use crate::conn::ConnState;
 use crate::error::StoreError;
-use crate::model::{Membership, Message, MessageMeta};
+use crate::model::{Membership, Message, MessageMeta, RoomEvent};
 use crate::presence::{Connections, Local, Presence};
 use crate::store::batch_loader::{BatchLoader, Memberships};
 use crate::store::group_commit::{self, Batcher};
@@ -34,6 +34,8 @@ fn message(seq: i64) -> Message {
         content: format!("m{seq}"),
         timestamp: Utc::now(),
         client_msg_id: None,
+        reply_to: None,
+        mentions: vec![],
     }
 }
 
@@ -50,12 +52,12 @@ impl History for FakeReads {
         after: i64,
         before: i64,
         limit: i64,
-    ) -> BoxFuture<'_, Result<Vec<Message>, StoreError>> {
+    ) -> BoxFuture<'_, Result<Vec<RoomEvent>, StoreError>> {
         Box::pin(async move {
             if room != 1 {
                 return Ok(Vec::new());
             }
-            Ok((after + 1..before.min(6)).take(limit as usize).map(message).collect())
+            Ok((after + 1..before.min(6)).take(limit as usize).map(|s| RoomEvent::Message(message(s))).collect())
         })
     }
 }
@@ -80,6 +82,7 @@ fn fixture(limits: LimitsConfig, max_replay: i64) -> Fixture {
         batch_max: 16,
         timeout: Duration::from_secs(5),
         outbox: false,
+        reactions_max: 50,
     };
     let (writer, lanes) =
         group_commit::new(store.clone(), Publisher::new(bus.clone()), &settings, Arc::new(tokio::sync::Notify::new()));
@@ -91,7 +94,6 @@ fn fixture(limits: LimitsConfig, max_replay: i64) -> Fixture {
         memberships: BatchLoader::spawn(Memberships(store.clone())),
         rooms: Rooms::new(
             Arc::new(store),
-            connections.clone(),
             bus.clone(),
             RoomLimits { rooms_per_user: 1000, create_members: 1000, created_per_minute: 30 },
         ),
@@ -140,18 +142,35 @@ async fn text(s: &mut Session, v: Value) -> Option<CloseReq> {
     s.on_text(Bytes::from(v.to_string())).await
 }
 
+/// Membership is checked where the write commits (whatever this node has cached), so every
+/// message goes to the group commit; nothing is echoed before the commit.
 #[tokio::test]
-async fn a_message_is_queued_for_the_group_commit_only_in_member_rooms() {
+async fn a_message_is_queued_for_the_group_commit() {
     let f = fixture(LimitsConfig::default(), 100);
     let (mut s, conn) = f.session(7);
     text(&mut s, serde_json::json!({"type": "message", "content": "hi", "client_msg_id": "a"})).await;
     assert_eq!(f.queued_writes(), 1);
     assert!(events(&conn).is_empty(), "no echo before the commit");
     text(&mut s, serde_json::json!({"type": "message", "room_id": 9, "content": "x", "client_msg_id": "b"})).await;
-    let got = events(&conn);
-    assert_eq!(got[0]["code"], "forbidden");
-    assert_eq!(got[0]["ref"], "b");
-    assert_eq!(f.queued_writes(), 1, "nothing queued for a room the user is not in");
+    assert_eq!(f.queued_writes(), 2, "the commit decides about a room this node thinks the user is not in");
+}
+
+/// An edit, delete or reaction of an unknown message is refused before the group commit.
+#[tokio::test]
+async fn room_events_of_unknown_messages_are_not_found() {
+    let f = fixture(LimitsConfig::default(), 100);
+    let (mut s, conn) = f.session(7);
+    for e in [
+        serde_json::json!({"type": "edit", "message_id": 99, "content": "x"}),
+        serde_json::json!({"type": "delete", "message_id": 99}),
+        serde_json::json!({"type": "react", "message_id": 99, "emoji": "👍", "on": true}),
+    ] {
+        text(&mut s, e).await;
+        let got = events(&conn);
+        assert_eq!((got[0]["code"].as_str(), got[0]["ref"].as_i64()), (Some("not_found"), Some(99)));
+    }
+    text(&mut s, serde_json::json!({"type": "react", "message_id": 3, "emoji": "👍", "on": true})).await;
+    assert_eq!(f.queued_writes(), 1, "a known message's reaction is queued");
 }
 
 #[tokio::test]

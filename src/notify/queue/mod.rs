@@ -276,6 +276,7 @@ mod tests {
             sender_id: 1,
             preview: "hi".into(),
             created_at: "2024-01-01T00:00:00Z".into(),
+            mention: false,
             attempts: 0,
             enqueued_at_ms: 0,
             last_error: None,

@@ -1,13 +1,16 @@
-//! The group-commit writer for messages and receipts.
+//! The group-commit writer for room events (messages, edits, deletes, reactions) and receipts.
 //!
-//! The store builds no frames and knows no connections: committed rows, idempotent repeats and
-//! refusals are reported through a [`CommitSink`] that the chat layer implements.
+//! The store builds no frames and knows no connections: committed events, idempotent repeats
+//! and refusals are reported through a [`CommitSink`] that the chat layer implements.
 //!
 //! One task drains everything queued and writes it in ONE transaction, then publishes the
 //! committed rows to the bus. No timer: under light load a batch is one message and latency is
 //! one round trip; under load batches grow to `storage.batch_max` while the previous one
-//! commits. Per-room seqs are reserved inside the transaction (`UPDATE rooms ... RETURNING`), so
-//! seq order is commit order. Durable before visible: nothing is published before COMMIT.
+//! commits. The transaction first locks the rooms it writes to; every event then takes its
+//! room's next seq (`UPDATE rooms ... RETURNING`), so seq order is commit order for every
+//! kind, and membership and authorship are checked under that lock: a non-member's write is
+//! refused whatever a node has cached (README "Room events"). Durable before visible: nothing
+//! is published before COMMIT.
 //!
 //! `storage.writers` such tasks run side by side, each on its own connection, and a room
 //! always goes to the same one (`room_id % writers`). One writer leaves PostgreSQL idle while
@@ -28,7 +31,7 @@ use tokio::time::Instant;
 
 use super::Store;
 use crate::error::{ApiError, StoreError};
-use crate::model::{Message, ReceiptState};
+use crate::model::{Message, ReceiptState, RoomEvent};
 use crate::telemetry::names;
 
 pub use task::Batcher;
@@ -38,7 +41,7 @@ pub use task::Batcher;
 pub enum Write {
     /// A new message.
     Message {
-        /// Room (membership already checked).
+        /// Room (membership is checked at commit).
         room_id: i64,
         /// Author.
         sender_id: i64,
@@ -46,6 +49,43 @@ pub enum Write {
         content: String,
         /// Idempotency key.
         client_msg_id: Option<String>,
+        /// The message replied to: must be in the same room (else `not_found`).
+        reply_to: Option<i64>,
+        /// Users mentioned: those who are not members at commit are dropped.
+        mentions: Vec<i64>,
+    },
+    /// Replace a message's content: its sender only, not once deleted.
+    Edit {
+        /// The message's room.
+        room_id: i64,
+        /// Who edits.
+        user_id: i64,
+        /// The message.
+        message_id: i64,
+        /// New text.
+        content: String,
+    },
+    /// Erase a message's content (a tombstone stays).
+    Delete {
+        /// The message's room.
+        room_id: i64,
+        /// Who deletes: the sender (a member); `None` for a moderator (the admin API).
+        user_id: Option<i64>,
+        /// The message.
+        message_id: i64,
+    },
+    /// Add or remove a reaction.
+    React {
+        /// The message's room.
+        room_id: i64,
+        /// Who reacts (a member).
+        user_id: i64,
+        /// The message.
+        message_id: i64,
+        /// The emoji.
+        emoji: String,
+        /// Add (true) or remove.
+        on: bool,
     },
     /// A receipt: advance `user_id`'s watermarks in the room up to `seq`.
     Receipt {
@@ -70,7 +110,11 @@ impl Write {
     /// The room the write belongs to (it picks the writer task).
     pub fn room_id(&self) -> i64 {
         match self {
-            Write::Message { room_id, .. } | Write::Receipt { room_id, .. } => *room_id,
+            Write::Message { room_id, .. }
+            | Write::Edit { room_id, .. }
+            | Write::Delete { room_id, .. }
+            | Write::React { room_id, .. }
+            | Write::Receipt { room_id, .. } => *room_id,
         }
     }
 }
@@ -81,8 +125,11 @@ pub trait CommitSink: Send + Sync + 'static {
     /// Who asked for a write: answered when the write stored nothing new or failed.
     type Reply: Send + 'static;
 
-    /// New messages of one batch, committed, in (room, seq) order.
-    fn messages(&self, new: &[Message]);
+    /// New room events of one batch, committed, in (room, seq) order.
+    fn events(&self, new: &[RoomEvent]);
+    /// The submitter of an edit, delete or reaction that committed as `event` (after
+    /// [`CommitSink::events`]; a message's acknowledgement is its delivery).
+    fn accepted(&self, reply: &Self::Reply, event: &RoomEvent);
     /// Receipts of one batch, committed.
     fn receipts(&self, receipts: &[ReceiptState]);
     /// A write that stored nothing new: `original` is the message stored before (idempotency).
@@ -165,6 +212,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// Write one `notify_outbox` row per new message in its batch (notifications are on).
     pub outbox: bool,
+    /// `limits.reactions_per_message`: distinct emoji one message may carry.
+    pub reactions_max: i64,
 }
 
 /// Creates the writer handle and its `writers` tasks (run each with [`Batcher::run`]).
@@ -202,14 +251,22 @@ mod tests {
     use super::*;
 
     fn message(room_id: i64) -> Write {
-        Write::Message { room_id, sender_id: 1, content: "x".into(), client_msg_id: None }
+        Write::Message {
+            room_id,
+            sender_id: 1,
+            content: "x".into(),
+            client_msg_id: None,
+            reply_to: None,
+            mentions: vec![],
+        }
     }
 
     struct NoSink;
 
     impl CommitSink for NoSink {
         type Reply = ();
-        fn messages(&self, _: &[Message]) {}
+        fn events(&self, _: &[RoomEvent]) {}
+        fn accepted(&self, _: &(), _: &RoomEvent) {}
         fn receipts(&self, _: &[ReceiptState]) {}
         fn repeat(&self, _: &(), _: &Message) {}
         fn failed(&self, _: &(), _: &ApiError) {}
@@ -222,8 +279,14 @@ mod tests {
     async fn a_room_always_goes_to_the_same_writer() {
         let store = Store::new("postgres://u@127.0.0.1:1/db", 2, Duration::from_millis(10)).unwrap();
         let notify = Arc::new(tokio::sync::Notify::new());
-        let settings =
-            Settings { writers: 3, queue_max: 300, batch_max: 10, timeout: Duration::from_secs(5), outbox: false };
+        let settings = Settings {
+            writers: 3,
+            queue_max: 300,
+            batch_max: 10,
+            timeout: Duration::from_secs(5),
+            outbox: false,
+            reactions_max: 50,
+        };
         let (writer, mut lanes) = new(store, Arc::new(NoSink), &settings, notify);
         assert_eq!(lanes.len(), 3);
         for room in [0, 1, 2, 3, 4, 5, 7, -2] {
@@ -249,8 +312,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn queue_max_holds_while_postgres_is_away() {
         let store = Store::new("postgres://u@127.0.0.1:1/db", 2, Duration::from_millis(10)).unwrap();
-        let settings =
-            Settings { writers: 1, queue_max: 3, batch_max: 10, timeout: Duration::from_secs(60), outbox: false };
+        let settings = Settings {
+            writers: 1,
+            queue_max: 3,
+            batch_max: 10,
+            timeout: Duration::from_secs(60),
+            outbox: false,
+            reactions_max: 50,
+        };
         let (writer, mut lanes) = new(store, Arc::new(NoSink), &settings, Arc::new(tokio::sync::Notify::new()));
         let drain = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(lanes.remove(0).run(drain.clone()));
@@ -267,8 +336,14 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_answers_unavailable() {
         let store = Store::new("postgres://u@127.0.0.1:1/db", 2, Duration::from_millis(10)).unwrap();
-        let settings =
-            Settings { writers: 1, queue_max: 2, batch_max: 10, timeout: Duration::from_secs(5), outbox: false };
+        let settings = Settings {
+            writers: 1,
+            queue_max: 2,
+            batch_max: 10,
+            timeout: Duration::from_secs(5),
+            outbox: false,
+            reactions_max: 50,
+        };
         let (writer, _lanes) = new(store, Arc::new(NoSink), &settings, Arc::new(tokio::sync::Notify::new()));
         writer.submit(message(1), ()).unwrap();
         writer.submit(message(1), ()).unwrap();

@@ -1,13 +1,15 @@
-//! A batch turned into the parameters of a few set-based statements, and the committed rows
-//! mapped back to the requests that asked for them. Pure logic over rows.
+//! A batch turned into the parameters of a few set-based statements (plus one statement per
+//! edit, delete or reaction), and the committed rows mapped back to the requests that asked
+//! for them. Pure logic over rows.
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::{Request, Write, RETRY_AFTER_MS};
-use crate::error::ApiError;
-use crate::model::{Message, ReceiptState};
+use crate::error::{ApiError, ErrorCode};
+use crate::model::{Delete, Edit, Message, Reaction, ReceiptState, RoomEvent};
 use crate::store::messages::message_from_row;
 
 /// A receipt of the batch, by position.
@@ -20,19 +22,21 @@ pub(super) struct ReceiptRow {
 
 /// A committed batch: what to publish and whom to answer.
 pub(super) struct Committed {
-    /// New messages per batch position.
-    pub(super) new: Vec<(usize, Message)>,
+    /// New room events per batch position, in (room, seq) order.
+    pub(super) new: Vec<(usize, RoomEvent)>,
     /// Idempotent repeats: batch position → the original row.
     pub(super) repeats: Vec<(usize, Message)>,
     /// Receipts: batch position → the relay to publish.
     pub(super) receipts: Vec<(usize, ReceiptState)>,
-    /// Positions that failed on their own (e.g. unknown room).
+    /// Positions refused on their own (not a member, unknown message, ...).
     pub(super) failed: Vec<(usize, ApiError)>,
 }
 
 /// A batch turned into statement parameters.
 #[derive(Default)]
 pub(super) struct Plan {
+    /// Rooms written to (messages and events), ascending: locked first, in this order.
+    pub(super) lock_rooms: Vec<i64>,
     pub(super) keyed_senders: Vec<i64>,
     pub(super) keyed_keys: Vec<String>,
     pub(super) ins_room: Vec<i64>,
@@ -40,8 +44,14 @@ pub(super) struct Plan {
     pub(super) ins_content: Vec<String>,
     pub(super) ins_key: Vec<Option<String>>,
     pub(super) ins_ord: Vec<i32>,
+    pub(super) ins_reply: Vec<Option<i64>>,
+    /// (batch position, user) per mention of a new message.
+    pub(super) mention_ord: Vec<i32>,
+    pub(super) mention_uid: Vec<i64>,
     /// (position, position of the same (sender, client_msg_id) earlier in the batch)
     pub(super) in_batch_repeats: Vec<(usize, usize)>,
+    /// Edits, deletes and reactions by position, in batch order (one statement each).
+    pub(super) events: Vec<usize>,
     pub(super) mark_room: Vec<i64>,
     pub(super) mark_user: Vec<i64>,
     pub(super) mark_d: Vec<i64>,
@@ -62,7 +72,7 @@ impl Plan {
         let mut flags: HashMap<i64, (bool, bool)> = HashMap::new();
         for (pos, r) in batch.iter().enumerate() {
             match &r.write {
-                Write::Message { room_id, sender_id, content, client_msg_id } => {
+                Write::Message { room_id, sender_id, content, client_msg_id, reply_to, mentions } => {
                     if let Some(k) = client_msg_id {
                         if let Some(&orig) = first_of.get(&(*sender_id, k.as_str())) {
                             p.in_batch_repeats.push((pos, orig));
@@ -72,11 +82,19 @@ impl Plan {
                         p.keyed_senders.push(*sender_id);
                         p.keyed_keys.push(k.clone());
                     }
+                    p.lock_rooms.push(*room_id);
                     p.ins_room.push(*room_id);
                     p.ins_sender.push(*sender_id);
                     p.ins_content.push(content.clone());
                     p.ins_key.push(client_msg_id.clone());
                     p.ins_ord.push(pos as i32);
+                    p.ins_reply.push(*reply_to);
+                    p.mention_ord.extend(mentions.iter().map(|_| pos as i32));
+                    p.mention_uid.extend_from_slice(mentions);
+                }
+                Write::Edit { room_id, .. } | Write::Delete { room_id, .. } | Write::React { room_id, .. } => {
+                    p.lock_rooms.push(*room_id);
+                    p.events.push(pos);
                 }
                 &Write::Receipt { room_id, user_id, message_id, seq, sender_id, delivered, read } => {
                     let e = marks.entry((room_id, user_id)).or_default();
@@ -95,6 +113,8 @@ impl Plan {
                 }
             }
         }
+        p.lock_rooms.sort_unstable();
+        p.lock_rooms.dedup();
         for ((room, user), (d, r)) in marks {
             p.mark_room.push(room);
             p.mark_user.push(user);
@@ -109,19 +129,53 @@ impl Plan {
         p
     }
 
-    /// Maps the committed rows back to the batch's requests.
-    pub(super) fn outcome<R>(&self, batch: &[Request<R>], dups: &[Row], inserted: &[Row], states: &[Row]) -> Committed {
+    /// Maps the committed rows back to the batch's requests. `inserted`: the insert's rows
+    /// (position, id, seq, time, mentions, refusal); `events`: one row per [`Plan::events`]
+    /// entry (status, seq, time).
+    pub(super) fn outcome<R>(
+        &self,
+        batch: &[Request<R>],
+        dups: &[Row],
+        inserted: &[Row],
+        events: &[Row],
+        states: &[Row],
+    ) -> Committed {
         let mut done = Committed { new: Vec::new(), repeats: Vec::new(), receipts: Vec::new(), failed: Vec::new() };
-        let existing: HashMap<(i64, String), Message> = dups
-            .iter()
-            .map(message_from_row)
-            .filter_map(|m| m.client_msg_id.clone().map(|k| ((m.sender_id, k), m)))
-            .collect();
-        let mut by_pos: HashMap<usize, Message> = HashMap::new();
+        let mut by_pos = self.messages(batch, inserted, &mut done);
+        self.repeats(batch, dups, &by_pos, &mut done);
+        done.new = by_pos.drain().map(|(pos, m)| (pos, RoomEvent::Message(m))).collect();
+        for (&pos, row) in self.events.iter().zip(events) {
+            match event_outcome(&batch[pos].write, row) {
+                Ok(Some(e)) => done.new.push((pos, e)),
+                Ok(None) => {}
+                Err(err) => done.failed.push((pos, err)),
+            }
+        }
+        done.new.sort_by_key(|(_, e)| (e.room_id(), e.seq()));
+        self.receipt_states(states, &mut done);
+        done
+    }
+
+    /// New messages by position; refusals (not a member, bad `reply_to`) go to `done.failed`.
+    fn messages<R>(&self, batch: &[Request<R>], inserted: &[Row], done: &mut Committed) -> HashMap<usize, Message> {
+        let mut by_pos = HashMap::new();
         for r in inserted {
             let pos = r.get::<_, i32>(0) as usize;
-            if let Some(Request { write: Write::Message { room_id, sender_id, content, client_msg_id }, .. }) =
-                batch.get(pos)
+            match r.get::<_, i32>(5) {
+                0 => {}
+                1 => {
+                    done.failed.push((pos, ApiError::forbidden("you are not a member of this room")));
+                    continue;
+                }
+                _ => {
+                    done.failed.push((pos, ApiError::not_found("reply_to names no message of this room")));
+                    continue;
+                }
+            }
+            if let Some(Request {
+                write: Write::Message { room_id, sender_id, content, client_msg_id, reply_to, .. },
+                ..
+            }) = batch.get(pos)
             {
                 let m = Message {
                     id: r.get(1),
@@ -131,13 +185,25 @@ impl Plan {
                     content: content.clone(),
                     timestamp: r.get(3),
                     client_msg_id: client_msg_id.clone(),
+                    reply_to: *reply_to,
+                    mentions: r.get::<_, Option<Vec<i64>>>(4).unwrap_or_default(),
                 };
                 by_pos.insert(pos, m);
             }
         }
+        by_pos
+    }
+
+    /// Idempotent repeats: of a row stored before, or of one earlier in this batch.
+    fn repeats<R>(&self, batch: &[Request<R>], dups: &[Row], by_pos: &HashMap<usize, Message>, done: &mut Committed) {
+        let existing: HashMap<(i64, String), Message> = dups
+            .iter()
+            .map(message_from_row)
+            .filter_map(|m| m.client_msg_id.clone().map(|k| ((m.sender_id, k), m)))
+            .collect();
         for &ord in &self.ins_ord {
             let pos = ord as usize;
-            if by_pos.contains_key(&pos) {
+            if by_pos.contains_key(&pos) || done.failed.iter().any(|(p, _)| *p == pos) {
                 continue;
             }
             let Write::Message { sender_id, client_msg_id, .. } = &batch[pos].write else { continue };
@@ -153,12 +219,17 @@ impl Plan {
             let original = by_pos.get(&orig).or_else(|| done.repeats.iter().find(|(p, _)| *p == orig).map(|(_, m)| m));
             match original {
                 Some(m) => done.repeats.push((pos, m.clone())),
-                None => done.failed.push((pos, ApiError::unavailable("write not confirmed; retry", RETRY_AFTER_MS))),
+                None => {
+                    let err = done.failed.iter().find(|(p, _)| *p == orig).map(|(_, e)| e.clone());
+                    let err =
+                        err.unwrap_or_else(|| ApiError::unavailable("write not confirmed; retry", RETRY_AFTER_MS));
+                    done.failed.push((pos, err));
+                }
             }
         }
-        done.new = by_pos.into_iter().collect();
-        done.new.sort_by_key(|(_, m)| (m.room_id, m.seq));
+    }
 
+    fn receipt_states(&self, states: &[Row], done: &mut Committed) {
         let state: HashMap<i64, (bool, bool)> = states.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
         for rc in &self.receipts {
             match state.get(&rc.message_id) {
@@ -175,6 +246,53 @@ impl Plan {
                 None => done.failed.push((rc.pos, ApiError::not_found("no such message"))),
             }
         }
-        done
+    }
+}
+
+/// What an edit, delete or reaction statement reported: the committed event, nothing (a
+/// reaction that changed nothing), or the refusal.
+fn event_outcome(write: &Write, row: &Row) -> Result<Option<RoomEvent>, ApiError> {
+    let status: &str = row.get(0);
+    let (seq, at): (Option<i64>, Option<DateTime<Utc>>) = (row.get(1), row.get(2));
+    match status {
+        "ok" => {}
+        "noop" => return Ok(None),
+        "not_found" => return Err(ApiError::not_found("no such message (or it was deleted)")),
+        "forbidden" => return Err(ApiError::forbidden(forbidden_why(write))),
+        "too_large" => return Err(ApiError::new(ErrorCode::TooLarge, "this message has the most distinct reactions")),
+        other => return Err(ApiError::new(ErrorCode::Internal, format!("unexpected event status {other:?}"))),
+    }
+    let (Some(seq), Some(at)) = (seq, at) else {
+        return Err(ApiError::new(ErrorCode::Internal, "event committed without a seq"));
+    };
+    Ok(Some(match write {
+        Write::Edit { room_id, user_id, message_id, content } => RoomEvent::Edit(Edit {
+            room_id: *room_id,
+            seq,
+            message_id: *message_id,
+            user_id: *user_id,
+            content: content.clone(),
+            edited_at: at,
+        }),
+        Write::Delete { room_id, user_id, message_id } => {
+            RoomEvent::Delete(Delete { room_id: *room_id, seq, message_id: *message_id, user_id: *user_id })
+        }
+        Write::React { room_id, user_id, message_id, emoji, on } => RoomEvent::Reaction(Reaction {
+            room_id: *room_id,
+            seq,
+            message_id: *message_id,
+            user_id: *user_id,
+            emoji: emoji.clone(),
+            on: *on,
+        }),
+        Write::Message { .. } | Write::Receipt { .. } => return Ok(None),
+    }))
+}
+
+fn forbidden_why(write: &Write) -> &'static str {
+    match write {
+        Write::Edit { .. } => "only the sender edits a message, and only while a member of its room",
+        Write::Delete { .. } => "only the sender deletes a message, and only while a member of its room",
+        _ => "you are not a member of this room",
     }
 }

@@ -1,10 +1,11 @@
 //! The group commit's SQL and the writer's dedicated connection: every statement of a batch
 //! is pipelined in one network round trip.
 
+use futures_util::future::BoxFuture;
 use tokio_postgres::Row;
 
 use super::plan::{Committed, Plan};
-use super::{Failure, Request};
+use super::{Failure, Request, Write};
 use crate::error::StoreError;
 use crate::store::Store;
 
@@ -12,30 +13,113 @@ use crate::store::Store;
 /// one index probe per key (LATERAL + `LIMIT 1`, which PostgreSQL cannot flatten into a join):
 /// as a plain `IN (SELECT … unnest …)` the cached generic plan made on a young table was a hash
 /// semi-join over a bitmap scan of EVERY keyed message, so each batch read the whole table.
-const DUPS_SQL: &str = "SELECT m.id, m.room_id, m.seq, m.sender_id, m.content, m.created_at, m.client_msg_id \
+const DUPS_SQL: &str = "SELECT m.id, m.room_id, m.seq, m.sender_id, m.content, m.created_at, m.client_msg_id, \
+            m.reply_to, m.mentions \
      FROM unnest($1::BIGINT[], $2::TEXT[]) AS k(sender_id, client_msg_id) \
      CROSS JOIN LATERAL (SELECT * FROM messages x \
          WHERE x.sender_id = k.sender_id AND x.client_msg_id = k.client_msg_id LIMIT 1) m";
 
+/// Locks the rows of the rooms the batch writes to, in id order (no deadlock with another
+/// node's writer). Every later statement of the transaction starts after the lock is held, so
+/// it sees every membership change committed before: a member removed elsewhere cannot slip a
+/// message in after their `leave`.
+const LOCK_SQL: &str = "SELECT 1 FROM rooms WHERE id = ANY($1::BIGINT[]) ORDER BY id FOR NO KEY UPDATE";
+
 /// Reserves each room's seq range (the row lock makes seq order commit order, also across
-/// nodes), inserts the new messages and their notification outbox rows, and returns
-/// (batch position, id, seq, created_at). Repeats of stored (sender, client_msg_id) are
-/// skipped here, so they never consume a seq.
-const INSERT_SQL: &str =
-    "WITH v AS (SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::INT[]) \
-         AS v(room_id, sender_id, content, client_msg_id, ord)), \
-     fresh AS (SELECT v.* FROM v WHERE v.client_msg_id IS NULL OR NOT EXISTS \
+/// nodes), inserts the new messages of senders who are members (keeping the mentions of
+/// members only, counting replies on their parents) and their notification outbox rows, and
+/// returns (batch position, id, seq, created_at, mentions, 0), or (position, NULL…, refusal)
+/// for a sender who is not a member (1) or a `reply_to` outside the room (2). Repeats of
+/// stored (sender, client_msg_id) are skipped here, so they never consume a seq.
+const INSERT_SQL: &str = "WITH v AS (SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], \
+             $5::INT[], $7::BIGINT[]) AS v(room_id, sender_id, content, client_msg_id, ord, reply_to)), \
+     chk AS (SELECT v.*, \
+             EXISTS (SELECT 1 FROM room_members rm WHERE rm.room_id = v.room_id AND rm.user_id = v.sender_id) AS member, \
+             (v.reply_to IS NULL OR EXISTS (SELECT 1 FROM messages p \
+                 WHERE p.id = v.reply_to AND p.room_id = v.room_id)) AS reply_ok \
+         FROM v WHERE v.client_msg_id IS NULL OR NOT EXISTS \
          (SELECT 1 FROM messages m WHERE m.sender_id = v.sender_id AND m.client_msg_id = v.client_msg_id)), \
+     fresh AS (SELECT * FROM chk WHERE member AND reply_ok), \
      counts AS (SELECT room_id, count(*) AS n FROM fresh GROUP BY room_id), \
      upd AS (UPDATE rooms r SET last_seq = r.last_seq + c.n FROM counts c WHERE r.id = c.room_id \
          RETURNING r.id, r.last_seq - c.n AS base), \
-     numbered AS (SELECT f.*, u.base + row_number() OVER (PARTITION BY f.room_id ORDER BY f.ord) AS seq \
-         FROM fresh f JOIN upd u ON u.id = f.room_id), \
-     ins AS (INSERT INTO messages (room_id, seq, sender_id, content, client_msg_id) \
-         SELECT room_id, seq, sender_id, content, client_msg_id FROM numbered \
+     men AS (SELECT k.ord, array_agg(k.uid ORDER BY k.uid) AS mentions \
+         FROM unnest($8::INT[], $9::BIGINT[]) AS k(ord, uid) JOIN fresh f ON f.ord = k.ord \
+         WHERE EXISTS (SELECT 1 FROM room_members rm WHERE rm.room_id = f.room_id AND rm.user_id = k.uid) \
+         GROUP BY k.ord), \
+     numbered AS (SELECT f.*, men.mentions, \
+             u.base + row_number() OVER (PARTITION BY f.room_id ORDER BY f.ord) AS seq \
+         FROM fresh f JOIN upd u ON u.id = f.room_id LEFT JOIN men ON men.ord = f.ord), \
+     ins AS (INSERT INTO messages (room_id, seq, sender_id, content, client_msg_id, reply_to, mentions) \
+         SELECT room_id, seq, sender_id, content, client_msg_id, reply_to, mentions FROM numbered \
          RETURNING id, room_id, seq, created_at), \
+     rc AS (UPDATE messages p SET reply_count = p.reply_count + x.n \
+         FROM (SELECT reply_to, count(*) AS n FROM fresh WHERE reply_to IS NOT NULL GROUP BY reply_to) x \
+         WHERE p.id = x.reply_to), \
      ob AS (INSERT INTO notify_outbox (message_id) SELECT id FROM ins WHERE $6) \
-     SELECT n.ord, i.id, i.seq, i.created_at FROM ins i JOIN numbered n ON n.room_id = i.room_id AND n.seq = i.seq";
+     SELECT n.ord, i.id, i.seq, i.created_at, n.mentions, 0 \
+         FROM ins i JOIN numbered n ON n.room_id = i.room_id AND n.seq = i.seq \
+     UNION ALL \
+     SELECT c.ord, NULL, NULL, NULL, NULL, CASE WHEN c.member THEN 2 ELSE 1 END \
+         FROM chk c WHERE NOT (c.member AND c.reply_ok)";
+
+/// An edit ($1 room, $2 user, $3 message, $4 content): the sender, a member, of a message not
+/// deleted. Returns (status, seq, edited_at).
+const EDIT_SQL: &str = "WITH m AS (SELECT sender_id FROM messages WHERE id = $3 AND room_id = $1 AND NOT deleted), \
+     ok AS (SELECT 1 FROM m WHERE m.sender_id = $2 \
+         AND EXISTS (SELECT 1 FROM room_members WHERE room_id = $1 AND user_id = $2)), \
+     s AS (UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 AND EXISTS (SELECT 1 FROM ok) \
+         RETURNING last_seq), \
+     e AS (INSERT INTO room_events (room_id, seq, kind, message_id, user_id) \
+         SELECT $1, s.last_seq, 'edit', $3, $2 FROM s RETURNING seq, created_at), \
+     u AS (UPDATE messages SET content = $4::TEXT, edited_at = e.created_at FROM e WHERE id = $3) \
+     SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM m) THEN 'not_found' \
+                 WHEN NOT EXISTS (SELECT 1 FROM e) THEN 'forbidden' ELSE 'ok' END, \
+            (SELECT seq FROM e), (SELECT created_at FROM e)";
+
+/// A delete ($1 room, $2 user or NULL for a moderator, $3 message): content, mentions and
+/// reactions erased, the row stays as a tombstone. Returns (status, seq, time).
+const DELETE_SQL: &str = "WITH m AS (SELECT sender_id FROM messages WHERE id = $3 AND room_id = $1 AND NOT deleted), \
+     ok AS (SELECT 1 FROM m WHERE $2::BIGINT IS NULL OR (m.sender_id = $2 \
+         AND EXISTS (SELECT 1 FROM room_members WHERE room_id = $1 AND user_id = $2))), \
+     s AS (UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 AND EXISTS (SELECT 1 FROM ok) \
+         RETURNING last_seq), \
+     e AS (INSERT INTO room_events (room_id, seq, kind, message_id, user_id) \
+         SELECT $1, s.last_seq, 'delete', $3, $2 FROM s RETURNING seq, created_at), \
+     u AS (UPDATE messages SET content = '', deleted = true, mentions = NULL, reactions = NULL \
+         FROM e WHERE id = $3), \
+     r AS (DELETE FROM reactions WHERE message_id = $3 AND EXISTS (SELECT 1 FROM e)) \
+     SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM m) THEN 'not_found' \
+                 WHEN NOT EXISTS (SELECT 1 FROM e) THEN 'forbidden' ELSE 'ok' END, \
+            (SELECT seq FROM e), (SELECT created_at FROM e)";
+
+/// A reaction ($1 room, $2 user, $3 message, $4 emoji, $5 on, $6 most distinct emoji): one
+/// row per (message, user, emoji), the counts kept on the message. An add that exists or a
+/// remove that does not changes nothing ('noop', no seq). Returns (status, seq, time).
+const REACT_SQL: &str = "WITH m AS (SELECT reactions FROM messages WHERE id = $3 AND room_id = $1 AND NOT deleted), \
+     mem AS (SELECT 1 FROM room_members WHERE room_id = $1 AND user_id = $2), \
+     fits AS (SELECT 1 FROM m WHERE NOT $5 OR m.reactions ? $4::TEXT \
+         OR (SELECT count(*) FROM jsonb_object_keys(COALESCE(m.reactions, '{}'))) < $6::BIGINT), \
+     ins AS (INSERT INTO reactions (message_id, user_id, emoji) SELECT $3, $2, $4::TEXT FROM fits, mem WHERE $5 \
+         ON CONFLICT DO NOTHING RETURNING 1), \
+     del AS (DELETE FROM reactions WHERE message_id = $3 AND user_id = $2 AND emoji = $4::TEXT AND NOT $5 \
+         AND EXISTS (SELECT 1 FROM m) AND EXISTS (SELECT 1 FROM mem) RETURNING 1), \
+     s AS (UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 \
+         AND (EXISTS (SELECT 1 FROM ins) OR EXISTS (SELECT 1 FROM del)) RETURNING last_seq), \
+     e AS (INSERT INTO room_events (room_id, seq, kind, message_id, user_id, emoji, flag) \
+         SELECT $1, s.last_seq, 'reaction', $3, $2, $4::TEXT, $5 FROM s RETURNING seq, created_at), \
+     u AS (UPDATE messages SET reactions = CASE \
+             WHEN $5 THEN jsonb_set(COALESCE(reactions, '{}'), ARRAY[$4::TEXT], \
+                 to_jsonb(COALESCE((reactions ->> $4::TEXT)::INT, 0) + 1)) \
+             WHEN (reactions ->> $4::TEXT)::INT > 1 THEN jsonb_set(reactions, ARRAY[$4::TEXT], \
+                 to_jsonb((reactions ->> $4::TEXT)::INT - 1)) \
+             ELSE NULLIF(reactions - $4::TEXT, '{}') END \
+         FROM e WHERE id = $3) \
+     SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM m) THEN 'not_found' \
+                 WHEN NOT EXISTS (SELECT 1 FROM mem) THEN 'forbidden' \
+                 WHEN EXISTS (SELECT 1 FROM e) THEN 'ok' \
+                 WHEN $5 AND NOT EXISTS (SELECT 1 FROM fits) THEN 'too_large' ELSE 'noop' END, \
+            (SELECT seq FROM e), (SELECT created_at FROM e)";
 
 /// Receipt watermarks, one row per (room, member), only ever moving forward.
 const MARKS_SQL: &str = "UPDATE room_members m SET delivered_seq = GREATEST(m.delivered_seq, v.d), \
@@ -54,8 +138,12 @@ const STATE_SQL: &str = "SELECT id, delivered, read FROM messages WHERE id = ANY
 /// The writer's dedicated connection and its prepared statements.
 pub(super) struct WriterConn {
     client: tokio_postgres::Client,
+    lock: tokio_postgres::Statement,
     dups: tokio_postgres::Statement,
     insert: tokio_postgres::Statement,
+    edit: tokio_postgres::Statement,
+    delete: tokio_postgres::Statement,
+    react: tokio_postgres::Statement,
     marks: tokio_postgres::Statement,
     flags: tokio_postgres::Statement,
     state: tokio_postgres::Statement,
@@ -73,14 +161,17 @@ impl WriterConn {
         // only probe, and sequential scans (e.g. of `rooms` in the seq reservation) are
         // ruled out for this connection.
         client.batch_execute("SET enable_seqscan = off").await?;
-        let (dups, insert, marks, flags, state) = tokio::try_join!(
+        let (lock, dups, insert, edit, delete, react) = tokio::try_join!(
+            client.prepare(LOCK_SQL),
             client.prepare(DUPS_SQL),
             client.prepare(INSERT_SQL),
-            client.prepare(MARKS_SQL),
-            client.prepare(FLAGS_SQL),
-            client.prepare(STATE_SQL),
+            client.prepare(EDIT_SQL),
+            client.prepare(DELETE_SQL),
+            client.prepare(REACT_SQL),
         )?;
-        Ok(WriterConn { client, dups, insert, marks, flags, state })
+        let (marks, flags, state) =
+            tokio::try_join!(client.prepare(MARKS_SQL), client.prepare(FLAGS_SQL), client.prepare(STATE_SQL))?;
+        Ok(WriterConn { client, lock, dups, insert, edit, delete, react, marks, flags, state })
     }
 
     /// Whether the connection is known to be dead.
@@ -92,9 +183,15 @@ impl WriterConn {
     /// pipelined (prepared statements are sent on first poll, in order), and seq reservation,
     /// insert and outbox rows are one statement. `Failure::Unknown` means this connection must
     /// not be used again.
-    pub(super) async fn commit<R>(&self, batch: &[Request<R>], outbox: bool) -> Result<Committed, Failure> {
+    pub(super) async fn commit<R>(&self, batch: &[Request<R>], limits: Limits) -> Result<Committed, Failure> {
         let plan = Plan::new(batch);
         let c = &self.client;
+        let lock = async {
+            if plan.lock_rooms.is_empty() {
+                return Ok(0);
+            }
+            c.execute(&self.lock, &[&plan.lock_rooms]).await
+        };
         let dups = async {
             if plan.keyed_senders.is_empty() {
                 return Ok(Vec::new());
@@ -105,16 +202,36 @@ impl WriterConn {
             if plan.ins_room.is_empty() {
                 return Ok(Vec::new());
             }
-            let params: [P; 6] =
-                [&plan.ins_room, &plan.ins_sender, &plan.ins_content, &plan.ins_key, &plan.ins_ord, &outbox];
+            let params: [P; 9] = [
+                &plan.ins_room,
+                &plan.ins_sender,
+                &plan.ins_content,
+                &plan.ins_key,
+                &plan.ins_ord,
+                &limits.outbox,
+                &plan.ins_reply,
+                &plan.mention_ord,
+                &plan.mention_uid,
+            ];
             c.query(&self.insert, &params).await
         };
+        // `Plan::events` holds edits, deletes and reactions only: one row each, in its order.
+        let events = futures_util::future::try_join_all(
+            plan.events.iter().filter_map(|&pos| self.event(&batch[pos].write, limits)),
+        );
         let receipts = self.receipts(&plan);
-        let (begin, dups, inserted, states, commit) =
-            tokio::join!(c.batch_execute("BEGIN"), dups, insert, receipts, c.batch_execute("COMMIT"));
+        let (begin, lock, dups, inserted, events, states, commit) =
+            tokio::join!(c.batch_execute("BEGIN"), lock, dups, insert, events, receipts, c.batch_execute("COMMIT"));
 
         // A statement's database error aborted the transaction: COMMIT rolled back, retry.
-        let results = [begin.as_ref().err(), dups.as_ref().err(), inserted.as_ref().err(), states.as_ref().err()];
+        let results = [
+            begin.as_ref().err(),
+            lock.as_ref().err(),
+            dups.as_ref().err(),
+            inserted.as_ref().err(),
+            events.as_ref().err(),
+            states.as_ref().err(),
+        ];
         if let Some(e) = results.into_iter().flatten().find(|e| e.as_db_error().is_some()) {
             return Err(Failure::Retry(StoreError::Db(e.to_string())));
         }
@@ -122,10 +239,34 @@ impl WriterConn {
             // The connection broke with COMMIT possibly applied.
             return Err(Failure::Unknown(e.into()));
         }
-        let (Ok(dups), Ok(inserted), Ok(states)) = (dups, inserted, states) else {
+        let (Ok(dups), Ok(inserted), Ok(events), Ok(states)) = (dups, inserted, events, states) else {
             return Err(Failure::Unknown(StoreError::Unavailable("writer connection failed".into())));
         };
-        Ok(plan.outcome(batch, &dups, &inserted, &states))
+        Ok(plan.outcome(batch, &dups, &inserted, &events, &states))
+    }
+
+    /// The statement of one edit, delete or reaction (`None` for other writes).
+    fn event<'a>(
+        &'a self,
+        write: &'a Write,
+        limits: Limits,
+    ) -> Option<BoxFuture<'a, Result<Row, tokio_postgres::Error>>> {
+        let c = &self.client;
+        Some(match write {
+            Write::Edit { room_id, user_id, message_id, content } => {
+                Box::pin(async move { c.query_one(&self.edit, &[room_id, user_id, message_id, content]).await })
+            }
+            Write::Delete { room_id, user_id, message_id } => {
+                Box::pin(async move { c.query_one(&self.delete, &[room_id, user_id, message_id]).await })
+            }
+            Write::React { room_id, user_id, message_id, emoji, on } => {
+                let max = limits.reactions_max;
+                Box::pin(
+                    async move { c.query_one(&self.react, &[room_id, user_id, message_id, emoji, on, &max]).await },
+                )
+            }
+            Write::Message { .. } | Write::Receipt { .. } => return None,
+        })
     }
 
     /// The receipt statements of a batch (watermarks, the booleans, their state after).
@@ -145,3 +286,12 @@ impl WriterConn {
 
 /// A statement parameter.
 type P<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+/// Per-batch switches of the writer (from its settings).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// Write `notify_outbox` rows for new messages.
+    pub(super) outbox: bool,
+    /// Most distinct emoji on one message.
+    pub(super) reactions_max: i64,
+}

@@ -10,9 +10,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::Committed;
-use super::sql::WriterConn;
+use super::sql::{Limits, WriterConn};
 use super::{CommitSink, Failure, Request, Settings, RETRY_AFTER_MS};
 use crate::error::{ApiError, StoreError};
+use crate::model::RoomEvent;
 use crate::store::Store;
 use crate::telemetry::names;
 use crate::util::Backoff;
@@ -30,6 +31,8 @@ pub struct Batcher<S: CommitSink> {
     depth: Arc<AtomicU64>,
     /// Write notification outbox rows in each batch.
     outbox: bool,
+    /// `limits.reactions_per_message`.
+    reactions_max: i64,
     /// Woken after a commit that wrote outbox rows.
     committed: Arc<tokio::sync::Notify>,
     /// Dedicated connection (not from the pool): statements prepared once, pipelined.
@@ -58,6 +61,7 @@ impl<S: CommitSink> Batcher<S> {
             timeout: settings.timeout,
             depth,
             outbox: settings.outbox,
+            reactions_max: settings.reactions_max,
             committed,
             conn: None,
             unconfirmed: Vec::new(),
@@ -182,20 +186,27 @@ impl<S: CommitSink> Batcher<S> {
             Some(c) => c,
             None => WriterConn::open(&self.store).await.map_err(Failure::Retry)?,
         };
-        let out = conn.commit(batch, self.outbox).await;
+        let out = conn.commit(batch, Limits { outbox: self.outbox, reactions_max: self.reactions_max }).await;
         self.conn = Some(conn);
         out
     }
 
     /// After COMMIT: report the new rows (published in seq order), then answer the submitters.
     fn finish(&self, batch: Vec<Request<S::Reply>>, done: Committed) {
-        metrics::counter!(names::STORAGE_MESSAGES_COMMITTED_TOTAL).increment(done.new.len() as u64);
-        if self.outbox && !done.new.is_empty() {
+        let messages = done.new.iter().filter(|(_, e)| matches!(e, RoomEvent::Message(_))).count() as u64;
+        metrics::counter!(names::STORAGE_MESSAGES_COMMITTED_TOTAL).increment(messages);
+        metrics::counter!(names::STORAGE_EVENTS_COMMITTED_TOTAL).increment(done.new.len() as u64 - messages);
+        if self.outbox && messages > 0 {
             self.committed.notify_one();
         }
         if !done.new.is_empty() {
-            let new: Vec<_> = done.new.into_iter().map(|(_, m)| m).collect();
-            self.sink.messages(&new);
+            let (positions, new): (Vec<usize>, Vec<RoomEvent>) = done.new.into_iter().unzip();
+            self.sink.events(&new);
+            for (pos, e) in positions.into_iter().zip(&new) {
+                if !matches!(e, RoomEvent::Message(_)) {
+                    self.sink.accepted(&batch[pos].reply, e);
+                }
+            }
         }
         if !done.receipts.is_empty() {
             let receipts: Vec<_> = done.receipts.into_iter().map(|(_, r)| r).collect();
