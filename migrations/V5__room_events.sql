@@ -13,6 +13,12 @@ ALTER TABLE messages
     -- emoji -> count of users who reacted with it; NULL for none.
     ADD COLUMN reactions    JSONB;
 
+-- Bumped by every membership change of the room. The group commit reads it in its statement's
+-- snapshot and reserves seqs only if the row still holds that version when it gets the row's
+-- lock: a membership change that committed in between (e.g. a `leave` on another node) makes
+-- the write retry, so membership is checked against what is committed when the write commits.
+ALTER TABLE rooms ADD COLUMN membership_version BIGINT NOT NULL DEFAULT 0;
+
 -- Threads: the replies to a message, newest first. Partial, so plain messages cost nothing.
 CREATE INDEX messages_thread ON messages (reply_to, seq) WHERE reply_to IS NOT NULL;
 

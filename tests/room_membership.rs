@@ -409,3 +409,55 @@ async fn mention_of_offline_member_notifies_with_mention_and_other_events_notify
     }
     redis_cleanup(&p).await;
 }
+
+/// §10 "membership is checked in the committing transaction": a `leave` that commits while a
+/// message of the leaving member waits for the room's row lock. The message must not be
+/// stored after the leave: it answers `unavailable` (nothing stored), and its retry with the
+/// same `client_msg_id` is refused `forbidden`. The leave is written here by hand, exactly as
+/// the REST handler writes it, so the test can hold its transaction open.
+#[tokio::test]
+async fn a_write_racing_a_leave_is_not_stored_after_it() {
+    let s = TestServer::start(&[]).await;
+    let (_, ta) = s.create_user(&uname("ann")).await;
+    let (bob, tb) = s.create_user(&uname("bob")).await;
+    let room = s.create_room(&ta, "race", &[bob]).await;
+    let mut bob_ws = s.ws(&tb).await;
+    bob_ws.send_and_echo(room, "before").await;
+
+    // The leave, uncommitted: it holds the room row's lock.
+    let db = s.db_client().await;
+    db.batch_execute("BEGIN").await.expect("begin");
+    db.execute("SELECT 1 FROM rooms WHERE id = $1 FOR NO KEY UPDATE", &[&room]).await.expect("lock");
+    db.execute("DELETE FROM room_members WHERE room_id = $1 AND user_id = $2", &[&room, &bob]).await.expect("delete");
+    db.execute(
+        "WITH s AS (UPDATE rooms SET last_seq = last_seq + 1, member_count = member_count - 1, \
+             membership_version = membership_version + 1 WHERE id = $1 RETURNING last_seq) \
+         INSERT INTO room_events (room_id, seq, kind, user_id, flag) SELECT $1, last_seq, 'member', $2, false FROM s",
+        &[&room, &bob],
+    )
+    .await
+    .expect("leave event");
+
+    // bob's message reaches the writer, which waits for the room's lock.
+    bob_ws.send_msg(room, "racing the leave", Some("race-1")).await;
+    let probe = s.db_client().await;
+    let p = &probe;
+    eventually("the writer waits for the room lock", Duration::from_secs(10), move || async move {
+        let sql = "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype IN ('transactionid', 'tuple')";
+        let n: i64 = p.query_one(sql, &[]).await.expect("pg_locks").get(0);
+        n > 0
+    })
+    .await;
+    db.batch_execute("COMMIT").await.expect("commit the leave");
+
+    let err = expect_error(&mut bob_ws, room, "unavailable", json!("race-1")).await;
+    assert!(err["retry_after_ms"].as_u64().is_some(), "{err}");
+    bob_ws.send_msg(room, "racing the leave", Some("race-1")).await;
+    expect_error(&mut bob_ws, room, "forbidden", json!("race-1")).await;
+    let stored: i64 = probe
+        .query_one("SELECT count(*) FROM messages WHERE room_id = $1 AND client_msg_id = 'race-1'", &[&room])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(stored, 0, "nothing of bob's was stored after his leave");
+}

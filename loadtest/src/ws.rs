@@ -213,6 +213,12 @@ pub fn event_type(b: &[u8]) -> &[u8] {
     str_after(b, b"\"type\":\"").unwrap_or(b"")
 }
 
+/// Whether an event type takes a room's seq (README "Room events"): a client that tracks a
+/// room's seqs counts all of them, not only messages.
+pub fn is_room_event(ty: &[u8]) -> bool {
+    matches!(ty, b"message" | b"edit" | b"delete" | b"reaction" | b"member")
+}
+
 /// Parses our content marker `t=<send µs>;s=<step>;` out of a content string.
 #[inline]
 pub fn content_marker(content: &[u8]) -> Option<(u64, u32)> {

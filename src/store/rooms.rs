@@ -262,7 +262,8 @@ pub(super) async fn member_events(
     let rows = tx
         .query(
             "WITH s AS (UPDATE rooms SET last_seq = last_seq + cardinality($2::BIGINT[]), \
-                            member_count = member_count + $5 WHERE id = $1 \
+                            member_count = member_count + $5, membership_version = membership_version + 1 \
+                        WHERE id = $1 \
                         RETURNING last_seq - cardinality($2::BIGINT[]) AS base) \
              INSERT INTO room_events (room_id, seq, kind, user_id, flag, by_id) \
              SELECT $1, s.base + u.i, 'member', u.uid, $3, $4 \

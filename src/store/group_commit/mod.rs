@@ -6,11 +6,12 @@
 //! One task drains everything queued and writes it in ONE transaction, then publishes the
 //! committed rows to the bus. No timer: under light load a batch is one message and latency is
 //! one round trip; under load batches grow to `storage.batch_max` while the previous one
-//! commits. The transaction first locks the rooms it writes to; every event then takes its
-//! room's next seq (`UPDATE rooms ... RETURNING`), so seq order is commit order for every
-//! kind, and membership and authorship are checked under that lock: a non-member's write is
-//! refused whatever a node has cached (README "Room events"). Durable before visible: nothing
-//! is published before COMMIT.
+//! commits. Every event takes its room's next seq (`UPDATE rooms ... RETURNING`), so seq order
+//! is commit order for every kind; membership and authorship are checked in the same
+//! statement, and the seq is reserved only if the room's `membership_version` is still the one
+//! the check saw when the row lock is granted (else the write answers `unavailable`, retry):
+//! a non-member's write is refused whatever a node has cached (README "Room events"). Durable
+//! before visible: nothing is published before COMMIT.
 //!
 //! `storage.writers` such tasks run side by side, each on its own connection, and a room
 //! always goes to the same one (`room_id % writers`). One writer leaves PostgreSQL idle while

@@ -35,8 +35,6 @@ pub(super) struct Committed {
 /// A batch turned into statement parameters.
 #[derive(Default)]
 pub(super) struct Plan {
-    /// Rooms written to (messages and events), ascending: locked first, in this order.
-    pub(super) lock_rooms: Vec<i64>,
     pub(super) keyed_senders: Vec<i64>,
     pub(super) keyed_keys: Vec<String>,
     pub(super) ins_room: Vec<i64>,
@@ -82,7 +80,6 @@ impl Plan {
                         p.keyed_senders.push(*sender_id);
                         p.keyed_keys.push(k.clone());
                     }
-                    p.lock_rooms.push(*room_id);
                     p.ins_room.push(*room_id);
                     p.ins_sender.push(*sender_id);
                     p.ins_content.push(content.clone());
@@ -92,10 +89,7 @@ impl Plan {
                     p.mention_ord.extend(mentions.iter().map(|_| pos as i32));
                     p.mention_uid.extend_from_slice(mentions);
                 }
-                Write::Edit { room_id, .. } | Write::Delete { room_id, .. } | Write::React { room_id, .. } => {
-                    p.lock_rooms.push(*room_id);
-                    p.events.push(pos);
-                }
+                Write::Edit { .. } | Write::Delete { .. } | Write::React { .. } => p.events.push(pos),
                 &Write::Receipt { room_id, user_id, message_id, seq, sender_id, delivered, read } => {
                     let e = marks.entry((room_id, user_id)).or_default();
                     if delivered || read {
@@ -113,8 +107,6 @@ impl Plan {
                 }
             }
         }
-        p.lock_rooms.sort_unstable();
-        p.lock_rooms.dedup();
         for ((room, user), (d, r)) in marks {
             p.mark_room.push(room);
             p.mark_user.push(user);
@@ -161,16 +153,14 @@ impl Plan {
         let mut by_pos = HashMap::new();
         for r in inserted {
             let pos = r.get::<_, i32>(0) as usize;
-            match r.get::<_, i32>(5) {
-                0 => {}
-                1 => {
-                    done.failed.push((pos, ApiError::forbidden("you are not a member of this room")));
-                    continue;
-                }
-                _ => {
-                    done.failed.push((pos, ApiError::not_found("reply_to names no message of this room")));
-                    continue;
-                }
+            let refusal = match r.get::<_, i32>(5) {
+                0 => None,
+                1 => Some(ApiError::forbidden("you are not a member of this room")),
+                _ => Some(ApiError::not_found("reply_to names no message of this room")),
+            };
+            if let Some(err) = refusal {
+                done.failed.push((pos, err));
+                continue;
             }
             if let Some(Request {
                 write: Write::Message { room_id, sender_id, content, client_msg_id, reply_to, .. },
@@ -209,10 +199,10 @@ impl Plan {
             let Write::Message { sender_id, client_msg_id, .. } = &batch[pos].write else { continue };
             match client_msg_id.as_ref().and_then(|k| existing.get(&(*sender_id, k.clone()))) {
                 Some(orig) => done.repeats.push((pos, orig.clone())),
-                // Stored by another node between our two statements: the retry finds it.
-                None => {
-                    done.failed.push((pos, ApiError::unavailable("write raced another node; retry", RETRY_AFTER_MS)))
-                }
+                // Stored by another node between our two statements (the retry finds it), or
+                // the room's membership changed while this batch waited for its lock (the
+                // retry is checked against the new membership).
+                None => done.failed.push((pos, raced())),
             }
         }
         for &(pos, orig) in &self.in_batch_repeats {
@@ -259,6 +249,7 @@ fn event_outcome(write: &Write, row: &Row) -> Result<Option<RoomEvent>, ApiError
         "noop" => return Ok(None),
         "not_found" => return Err(ApiError::not_found("no such message (or it was deleted)")),
         "forbidden" => return Err(ApiError::forbidden(forbidden_why(write))),
+        "retry" => return Err(raced()),
         "too_large" => return Err(ApiError::new(ErrorCode::TooLarge, "this message has the most distinct reactions")),
         other => return Err(ApiError::new(ErrorCode::Internal, format!("unexpected event status {other:?}"))),
     }
@@ -287,6 +278,13 @@ fn event_outcome(write: &Write, row: &Row) -> Result<Option<RoomEvent>, ApiError
         }),
         Write::Message { .. } | Write::Receipt { .. } => return Ok(None),
     }))
+}
+
+/// The write raced another one (the same key stored by another node, or the room's
+/// membership changed while it waited for the room's lock; README "Room events"): nothing was
+/// stored; a retry with the same `client_msg_id` is safe.
+fn raced() -> ApiError {
+    ApiError::unavailable("the write raced another change of the room; retry", RETRY_AFTER_MS)
 }
 
 fn forbidden_why(write: &Write) -> &'static str {

@@ -101,7 +101,7 @@ impl SyncState {
 
     async fn on_frame(&mut self, cl: &mut Client, room: u64, f: &[u8]) -> Result<()> {
         let ty = ws::event_type(f);
-        if ty == b"message" && ws::num_after(f, b"\"room_id\":") == Some(room) {
+        if ws::is_room_event(ty) && ws::num_after(f, b"\"room_id\":") == Some(room) {
             self.on_message(ws::num_after(f, b"\"seq\":").unwrap_or(0));
         } else if ty == b"synced" {
             if memchr::memmem::find(f, b"\"more\":true").is_some() {

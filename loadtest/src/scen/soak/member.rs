@@ -76,7 +76,8 @@ impl Member {
         }
     }
 
-    /// One `message` frame: in order, a repeat, or past a gap.
+    /// One room event (a `message`, or another event that took a seq): in order, a repeat,
+    /// or past a gap.
     fn on_message(&self, shared: &Shared, f: &[u8]) {
         let Some(seq) = ws::num_after(f, b"\"seq\":") else { return };
         let last = self.last_seq.get();
@@ -145,6 +146,10 @@ async fn session(shared: &Shared, me: &Member, cl: &mut Client) -> anyhow::Resul
                     cl.send_text(&format!("{{\"type\":\"typing\",\"room_id\":{}}}", shared.room)).await?;
                     shared.typing.set(shared.typing.get() + 1);
                 }
+            }
+            // Other room events (the members' joins, replayed by a first `sync`) take seqs too.
+            ty if ws::is_room_event(ty) && ws::num_after(&f, b"\"room_id\":") == Some(shared.room) => {
+                me.on_message(shared, &f);
             }
             // A capped replay: sync again from where it ended.
             b"synced" if ws::find_after(&f, b"\"more\":").is_some_and(|v| v.starts_with(b"true")) => {
