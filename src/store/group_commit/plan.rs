@@ -43,6 +43,11 @@ pub(super) struct Plan {
     pub(super) ins_key: Vec<Option<String>>,
     pub(super) ins_ord: Vec<i32>,
     pub(super) ins_reply: Vec<Option<i64>>,
+    /// Per new message, its (room, sender) pair: a 1-based index into `pair_room`/`pair_sender`
+    /// (membership is probed once per pair).
+    pub(super) ins_pair: Vec<i32>,
+    pub(super) pair_room: Vec<i64>,
+    pub(super) pair_sender: Vec<i64>,
     /// (batch position, user) per mention of a new message.
     pub(super) mention_ord: Vec<i32>,
     pub(super) mention_uid: Vec<i64>,
@@ -68,6 +73,7 @@ impl Plan {
         let mut first_of: HashMap<(i64, &str), usize> = HashMap::new();
         let mut marks: HashMap<(i64, i64), (i64, i64)> = HashMap::new();
         let mut flags: HashMap<i64, (bool, bool)> = HashMap::new();
+        let mut pairs: HashMap<(i64, i64), i32> = HashMap::new();
         for (pos, r) in batch.iter().enumerate() {
             match &r.write {
                 Write::Message { room_id, sender_id, content, client_msg_id, reply_to, mentions } => {
@@ -86,6 +92,13 @@ impl Plan {
                     p.ins_key.push(client_msg_id.clone());
                     p.ins_ord.push(pos as i32);
                     p.ins_reply.push(*reply_to);
+                    let next = pairs.len() as i32 + 1;
+                    let pair = *pairs.entry((*room_id, *sender_id)).or_insert(next);
+                    if pair == next {
+                        p.pair_room.push(*room_id);
+                        p.pair_sender.push(*sender_id);
+                    }
+                    p.ins_pair.push(pair);
                     p.mention_ord.extend(mentions.iter().map(|_| pos as i32));
                     p.mention_uid.extend_from_slice(mentions);
                 }
@@ -292,5 +305,33 @@ fn forbidden_why(write: &Write) -> &'static str {
         Write::Edit { .. } => "only the sender edits a message, and only while a member of its room",
         Write::Delete { .. } => "only the sender deletes a message, and only while a member of its room",
         _ => "you are not a member of this room",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(room_id: i64, sender_id: i64) -> Request<()> {
+        let write = Write::Message {
+            room_id,
+            sender_id,
+            content: "x".into(),
+            client_msg_id: None,
+            reply_to: None,
+            mentions: vec![2, 3],
+        };
+        Request { write, reply: (), deadline: tokio::time::Instant::now() }
+    }
+
+    /// Membership is probed once per (room, sender) of a batch, however many messages it has.
+    #[test]
+    fn membership_pairs_are_deduplicated() {
+        let batch = [message(1, 7), message(1, 7), message(2, 7), message(1, 8), message(2, 7)];
+        let p = Plan::new(&batch);
+        assert_eq!(p.ins_pair, vec![1, 1, 2, 3, 2]);
+        assert_eq!((p.pair_room, p.pair_sender), (vec![1, 2, 1], vec![7, 7, 8]));
+        assert_eq!(p.mention_ord, vec![0, 0, 1, 1, 2, 2, 3, 3, 4, 4]);
+        assert_eq!(p.mention_uid.len(), 10);
     }
 }

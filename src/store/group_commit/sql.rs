@@ -30,16 +30,18 @@ const DUPS_SQL: &str = "SELECT m.id, m.room_id, m.seq, m.sender_id, m.content, m
 /// client_msg_id) are skipped here, so they never consume a seq.
 ///
 /// Written for plans that stay index probes whatever the statistics (the generic plan is made
-/// on a young database): membership is a `LIMIT 1` scalar subquery per message (an `EXISTS`
-/// here became a hashed subplan reading every membership row), the version one probe per room,
+/// on a young database): membership is one `LIMIT 1` probe per distinct (room, sender) of the
+/// batch, read back by index from an array (an `EXISTS` per message became a hashed subplan
+/// reading every membership row), the version one probe per room,
 /// and ids are drawn in `numbered` (in seq order) so the result needs no join back to the
 /// inserted rows (with the CTEs' guessed sizes that join became a nested loop: 600 rows cost
 /// 85 ms). The commit time is the transaction's `now()`, the column's default.
 const INSERT_SQL: &str = "WITH v AS (SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], \
-             $5::INT[], $7::BIGINT[]) AS v(room_id, sender_id, content, client_msg_id, ord, reply_to)), \
-     chk AS (SELECT v.*, \
-             (SELECT 1 FROM room_members rm WHERE rm.room_id = v.room_id AND rm.user_id = v.sender_id LIMIT 1) \
-                 IS NOT NULL AS member, \
+             $5::INT[], $7::BIGINT[], $10::INT[]) AS v(room_id, sender_id, content, client_msg_id, ord, reply_to, pair)), \
+     mem AS (SELECT array_agg((SELECT 1 FROM room_members rm \
+             WHERE rm.room_id = p.room_id AND rm.user_id = p.sender_id LIMIT 1) IS NOT NULL ORDER BY p.i) AS ok \
+         FROM unnest($11::BIGINT[], $12::BIGINT[]) WITH ORDINALITY AS p(room_id, sender_id, i)), \
+     chk AS (SELECT v.*, COALESCE((SELECT ok FROM mem)[v.pair], false) AS member, \
              (v.reply_to IS NULL OR EXISTS (SELECT 1 FROM messages p \
                  WHERE p.id = v.reply_to AND p.room_id = v.room_id)) AS reply_ok \
          FROM v WHERE v.client_msg_id IS NULL OR NOT EXISTS \
@@ -202,7 +204,7 @@ impl WriterConn {
             if plan.ins_room.is_empty() {
                 return Ok(Vec::new());
             }
-            let params: [P; 9] = [
+            let params: [P; 12] = [
                 &plan.ins_room,
                 &plan.ins_sender,
                 &plan.ins_content,
@@ -212,6 +214,9 @@ impl WriterConn {
                 &plan.ins_reply,
                 &plan.mention_ord,
                 &plan.mention_uid,
+                &plan.ins_pair,
+                &plan.pair_room,
+                &plan.pair_sender,
             ];
             c.query(&self.insert, &params).await
         };
