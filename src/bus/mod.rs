@@ -13,6 +13,7 @@
 pub mod bridge;
 pub mod envelope;
 mod history;
+pub mod replay;
 mod room;
 
 use std::collections::HashMap;
@@ -23,7 +24,6 @@ use bytes::Bytes;
 
 use crate::conn::{ConnState, Out};
 use crate::util::lock;
-use crate::wire::server::event_frame;
 pub use bridge::Bridge;
 pub use history::History;
 #[cfg(test)]
@@ -259,36 +259,14 @@ impl Bus {
     }
 }
 
-/// Events per chunk of a join's replay (each queued once the outbox has room for it).
-const JOIN_REPLAY_CHUNK: i64 = 256;
-
 /// Replays a just-joined room to one connection from `after` (at most [`room::FILL_LIMIT`]
-/// events), in chunks that wait for room in its outbox: a member added to a busy room, or one
-/// of the thousand members of a new room, never overflows its own queue.
-async fn join_replay(history: Arc<dyn History>, conn: Arc<ConnState>, room: i64, mut after: i64) {
-    let mut sent = 0;
-    loop {
-        let rows = match history.between(room, after, i64::MAX, JOIN_REPLAY_CHUNK + 1).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::warn!(room, error = %e, "Join replay failed; live delivery goes on.");
-                let _ = conn.outbox.push(Out::Unhold(room));
-                return;
-            }
-        };
-        let more = rows.len() as i64 > JOIN_REPLAY_CHUNK;
-        let chunk: Vec<(i64, Bytes)> =
-            rows.iter().take(JOIN_REPLAY_CHUNK as usize).map(|e| (e.seq(), event_frame(e))).collect();
-        sent += chunk.len() as i64;
-        let last = !more || sent >= room::FILL_LIMIT;
-        if conn.outbox.wait_room(chunk.len()).await.is_err() {
-            return;
-        }
-        let chunk_after = after;
-        after = chunk.last().map_or(after, |(s, _)| *s);
-        if conn.outbox.push(Out::Replay { room, after: chunk_after, rows: chunk, last }).is_err() || last {
-            return;
-        }
+/// events): a member added to a busy room, or one of the thousand members of a new room,
+/// never overflows its own queue.
+async fn join_replay(history: Arc<dyn History>, conn: Arc<ConnState>, room: i64, after: i64) {
+    if let replay::Replayed::Failed(e) =
+        replay::replay_into(&*history, &conn, room, after, room::FILL_LIMIT, |_| {}).await
+    {
+        tracing::warn!(room, error = %e, "Join replay failed; live delivery goes on.");
     }
 }
 

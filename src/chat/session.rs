@@ -8,12 +8,13 @@ use serde_json::Value;
 
 use super::rate::TokenBucket;
 use super::{Ack, Chat};
+use crate::bus::replay::{replay_into, Replayed};
 use crate::conn::{CloseReq, Out};
 use crate::error::{ApiError, ErrorCode};
 use crate::presence::ConnHandle;
 use crate::store::group_commit::Write;
 use crate::telemetry::{self, names};
-use crate::wire::server::{error_frame, event_frame, typing_frame};
+use crate::wire::server::{error_frame, typing_frame};
 use crate::wire::{decode, ClientEvent, DecodeLimits, Rejected};
 
 /// One connection's chat session.
@@ -205,70 +206,31 @@ impl Session {
                     more |= capped;
                     done.push((room, last_seen));
                 }
-                Replayed::Failed => {}
+                Replayed::Failed(_) => {}
                 Replayed::Closed => return,
             }
         }
         let _ = self.handle.conn.outbox.push(Out::SyncDone { rooms: done, more });
     }
 
-    /// Replays one room in chunks of [`REPLAY_CHUNK`] events, each queued only once the outbox
-    /// has room for it: a client that stops reading stalls its own replay (until the socket
-    /// write deadline drops it), and the server never buffers more than the outbound bound.
+    /// Replays one room (`bus::replay`): live events of the room wait in the writer until the
+    /// replay is queued, so the client sees the room in seq order with nothing missing or
+    /// repeated.
     async fn replay(&mut self, room: i64, last_seen: i64) -> Replayed {
-        let max = self.chat.settings.max_replay;
-        let outbox = &self.handle.conn.outbox;
-        // Live messages for the room wait in the writer until the replay is queued, so the
-        // client sees the room in seq order with nothing missing or repeated.
-        if outbox.push(Out::Hold(room)).is_err() {
+        let conn = &self.handle.conn;
+        if conn.outbox.push(Out::Hold(room)).is_err() {
             return Replayed::Closed;
         }
-        let (mut after, mut sent) = (last_seen, 0i64);
-        loop {
-            let want = REPLAY_CHUNK.min(max - sent);
-            // One row past the cap tells whether there is more.
-            let rows = match self.chat.reads.between(room, after, i64::MAX, want + 1).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::warn!(room, error = %e, "Sync replay failed; live delivery goes on.");
-                    let _ = outbox.push(Out::Unhold(room));
-                    let err = ApiError::unavailable("cannot read the room's history now; sync again later", 1000);
-                    self.send_error(&err, None);
-                    return Replayed::Failed;
-                }
-            };
-            let more_rows = rows.len() as i64 > want;
-            let mut chunk: Vec<(i64, Bytes)> = rows.iter().map(|e| (e.seq(), event_frame(e))).collect();
-            chunk.truncate(want as usize);
-            sent += chunk.len() as i64;
-            let last = !more_rows || sent >= max;
-            metrics::counter!(names::WS_SYNC_REPLAYED_MESSAGES_TOTAL).increment(chunk.len() as u64);
-            if outbox.wait_room(chunk.len()).await.is_err() {
-                return Replayed::Closed;
-            }
-            let chunk_after = after;
-            after = chunk.last().map_or(after, |(seq, _)| *seq);
-            if outbox.push(Out::Replay { room, after: chunk_after, rows: chunk, last }).is_err() {
-                return Replayed::Closed;
-            }
-            if last {
-                return Replayed::Done { capped: more_rows };
-            }
+        let count = |n: usize| metrics::counter!(names::WS_SYNC_REPLAYED_MESSAGES_TOTAL).increment(n as u64);
+        let max = self.chat.settings.max_replay;
+        let replayed = replay_into(&*self.chat.reads, conn, room, last_seen, max, count).await;
+        if let Replayed::Failed(e) = &replayed {
+            tracing::warn!(room, error = %e, "Sync replay failed; live delivery goes on.");
+            let err = ApiError::unavailable("cannot read the room's history now; sync again later", 1000);
+            self.send_error(&err, None);
         }
+        replayed
     }
-}
-
-/// Events per replay chunk (and per read of the history).
-const REPLAY_CHUNK: i64 = 256;
-
-/// How one room's replay ended.
-enum Replayed {
-    /// Queued whole; `capped` when the room has more than `sync.max_replay` to replay.
-    Done { capped: bool },
-    /// The history could not be read (the client was told; live delivery goes on).
-    Failed,
-    /// The connection is closing.
-    Closed,
 }
 
 fn reference_of(e: &ClientEvent) -> Option<Value> {
