@@ -9,6 +9,9 @@
 #   BENCH_BUILD=0          skip the build (reuse target/lt)
 #   BENCH_PERF=1           record the server with `perf record -g` into target/lt/<name>.perf
 #   BENCH_SERVER_ENV="K=V ..."  extra server environment (e.g. LIVECHAT_STORAGE__BATCH_MAX=1)
+#   BENCH_SQL="..."        SQL run on the bench database once the servers have migrated it,
+#                          before the harness starts (e.g. "DROP INDEX messages_search" to
+#                          measure the write path without the search index)
 #   BENCH_PG_PORT / BENCH_REDIS_PORT   default 55600 / 56600
 #   BENCH_NODES=N          N `livechat serve` processes as one cluster: REDIS_URL set, all
 #                          bound to the same port with SO_REUSEPORT (server.reuse_port), each
@@ -85,6 +88,9 @@ for _ in $(seq 1 300); do
   curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
   sleep 0.1
 done
+if [[ -n ${BENCH_SQL:-} ]]; then
+  psql -q -v ON_ERROR_STOP=1 "postgres://postgres@127.0.0.1:$PG_PORT/$DB" -c "$BENCH_SQL"
+fi
 SERVER=$(IFS=,; echo "${SERVERS[*]}")
 if [[ ${BENCH_PERF:-0} == 1 ]]; then
   perf record -F 999 -g -p "$SERVER" -o "target/lt/$NAME.perf" 2>/dev/null &

@@ -36,6 +36,10 @@ pub struct App {
 pub struct Edge {
     /// `server.allowed_origins` (empty = any).
     pub allowed_origins: Vec<String>,
+    /// `serve --dev`: `POST /dev/session` exists and the page offers "sign in as".
+    pub dev: bool,
+    /// `server.web_client`: serve the page at `GET /`.
+    pub web_client: bool,
     /// `server.conformance_echo`: serve `/ws/echo`.
     pub conformance_echo: bool,
     /// `/metrics` is served on the main listener (no `server.metrics_listen`).

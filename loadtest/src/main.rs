@@ -110,6 +110,8 @@ pub enum Cmd {
     Events(scen::EventsArgs),
     /// GET /v1/rooms with unread and mention counts for a user in many rooms
     Unread(scen::UnreadArgs),
+    /// GET /v1/search latency by query class in a room of a million Zipf-worded messages
+    Search(scen::SearchArgs),
     /// Re-print a saved --json report and (with --svg) redraw its plot
     Render {
         /// report JSON written by --json

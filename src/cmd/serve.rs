@@ -109,9 +109,9 @@ pub async fn serve(config: Config, dev: bool) -> Result<(), StartError> {
     };
     let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
     let auth = Auth::new(&secrets.jwt_secret, &secrets.admin_token, config.auth.leeway_secs);
-    let node = Node::assemble(config, db, auth).await?;
+    let node = Node::assemble(config, db, auth, dev).await?;
     if dev {
-        print_dev_banner(&node.app.store, &node.app.auth, &secrets, local).await;
+        print_dev_banner(&node.app, &secrets, local).await;
     }
     let running = node.start(listener, metrics_listener)?;
     // The one stdout line tests and scripts wait for.
@@ -138,7 +138,7 @@ struct Node {
 
 impl Node {
     /// Builds the layers bottom-up: bus (and bridge), presence, group commit, chat, app.
-    async fn assemble(config: Config, db: Store, auth: Auth) -> Result<Self, StartError> {
+    async fn assemble(config: Config, db: Store, auth: Auth, dev: bool) -> Result<Self, StartError> {
         let redis = match config.redis.url.as_deref() {
             Some(url) => Some(Arc::new(
                 RedisLink::with_ca_file(url, config.redis.ca_file.as_deref())
@@ -204,6 +204,8 @@ impl Node {
         let chat = Chat::new(parts, chat_settings, config.limits.clone());
         let notify_queue = (config.notify.enabled() || redis.is_some()).then(|| notify::queue(&config, redis.clone()));
         let edge = Edge {
+            dev,
+            web_client: config.server.web_client,
             allowed_origins: config.server.allowed_origins.clone(),
             conformance_echo: config.server.conformance_echo,
             metrics_on_main: config.server.metrics_listen.is_none(),
@@ -360,26 +362,19 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, StartError> {
     TcpListener::from_std(socket.into()).map_err(err)
 }
 
-/// `--dev`: prints the generated secrets and a token for a `demo` user.
-async fn print_dev_banner(store: &Store, auth: &Auth, secrets: &Secrets, addr: SocketAddr) {
-    let demo = match store.create_user("demo", None).await {
-        Ok(user) => Some(user.id),
-        Err(StoreError::Conflict(_)) => lookup_demo(store).await,
-        Err(_) => None,
-    };
+/// `--dev`: prints the generated secrets, a token for a `demo` user and the page's address.
+async fn print_dev_banner(app: &App, secrets: &Secrets, addr: SocketAddr) {
+    let demo = crate::http::web::find_or_sign_up(app, "demo").await.ok();
     println!("livechat --dev (local use only)");
     println!("  LIVECHAT_JWT_SECRET={}", secrets.jwt_secret);
     println!("  LIVECHAT_ADMIN_TOKEN={}", secrets.admin_token);
     if let Some(id) = demo {
-        if let Ok((token, _)) = auth.issue(id, 24 * 3600) {
+        if let Ok((token, _)) = app.auth.issue(id, 24 * 3600) {
             println!("  sample client token (user {id} \"demo\", 24 h): {token}");
             println!("  connect: ws://{addr}/ws/chat?token={token}");
         }
     }
-}
-
-async fn lookup_demo(store: &Store) -> Option<i64> {
-    let c = store.conn().await.ok()?;
-    let row = c.query_opt("SELECT id FROM users WHERE username = 'demo'", &[]).await.ok()??;
-    Some(row.get(0))
+    if app.edge.web_client {
+        println!("  web client: open http://{addr}/ and sign in as any username (two tabs, two names: chat)");
+    }
 }

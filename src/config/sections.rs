@@ -33,6 +33,8 @@ pub struct ServerConfig {
     /// host share the port and the kernel spreads connections over them. Off by default: a
     /// second server started by mistake on a taken port fails instead of sharing it.
     pub reuse_port: bool,
+    /// Serve the web client at `GET /` (README "Web client").
+    pub web_client: bool,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +48,7 @@ impl Default for ServerConfig {
             max_connections: 100_000,
             conformance_echo: false,
             reuse_port: false,
+            web_client: true,
         }
     }
 }

@@ -1,13 +1,15 @@
 //! The HTTP edge: the accept loop ([`listener`]), routing ([`router`]), REST handlers
 //! ([`rest`]), the WebSocket upgrade ([`upgrade`]), `/metrics` ([`metrics`]), and small
-//! request/response helpers.
+//! request/response helpers, and the web client ([`web`]).
 
 pub mod events;
 pub mod listener;
 pub mod metrics;
 pub mod rest;
 pub mod router;
+pub mod search;
 pub mod upgrade;
+pub mod web;
 
 use std::sync::Arc;
 

@@ -132,11 +132,7 @@ struct NewUser {
 pub async fn create_user(app: &App, req: Request<Incoming>) -> Reply {
     admin(app, &req)?;
     let body: NewUser = read_json(req).await?;
-    let n = body.username.chars().count();
-    // NUL: PostgreSQL text cannot store it (it would be a 500).
-    if n == 0 || n > 50 || body.username.trim().is_empty() || body.username.contains('\0') {
-        return Err(ApiError::bad_request("username must be 1 to 50 characters"));
-    }
+    valid_username(&body.username)?;
     if let Some(email) = &body.email {
         if email.len() > 254 || !email.contains('@') || email.contains('\0') {
             return Err(ApiError::bad_request("email is not an e-mail address"));
@@ -144,6 +140,16 @@ pub async fn create_user(app: &App, req: Request<Incoming>) -> Reply {
     }
     let (id, username) = app.chat.rooms().sign_up(&body.username, body.email.as_deref()).await?;
     Ok(json(StatusCode::CREATED, &json!({"id": id, "username": username})))
+}
+
+/// A username is 1 to 50 characters, not only whitespace.
+pub(super) fn valid_username(name: &str) -> Result<(), ApiError> {
+    let n = name.chars().count();
+    // NUL: PostgreSQL text cannot store it (it would be a 500).
+    if n == 0 || n > 50 || name.trim().is_empty() || name.contains('\0') {
+        return Err(ApiError::bad_request("username must be 1 to 50 characters"));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::{error_response, events, json, metrics, rest, upgrade, with_status, Permit};
+use super::{error_response, events, json, metrics, rest, search, upgrade, web, with_status, Permit};
 use crate::app::App;
 use crate::error::ApiError;
 
@@ -20,6 +20,8 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>, permit: Permit) -> Res
     let resp = match (&method, segments.as_slice()) {
         (&Method::GET, ["ws", "chat"]) => return upgrade::chat(app, req, permit).await,
         (&Method::GET, ["ws", "echo"]) if app.edge.conformance_echo => return upgrade::echo(app, req, permit).await,
+        (&Method::GET, [name]) if app.edge.web_client && web::is_asset(name) => web::asset(&app, name),
+        (&Method::POST, ["dev", "session"]) if app.edge.dev => web::dev_session(&app, req).await,
         (&Method::GET, ["healthz"]) => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         (&Method::GET, ["readyz"]) => Ok(rest::readyz(&app).await),
         (&Method::GET, ["openapi.json"]) => Ok(openapi()),
@@ -38,6 +40,7 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>, permit: Permit) -> Res
         (&Method::GET, ["v1", "rooms", id, "events"]) => events::list(&app, &req, id).await,
         (&Method::DELETE, ["v1", "messages", id]) => events::delete_message(&app, &req, id).await,
         (&Method::GET, ["v1", "unread"]) => events::unread(&app, &req).await,
+        (&Method::GET, ["v1", "search"]) => search::search(&app, &req).await,
         (&Method::GET, ["v1", "admin", "dead-letters"]) => rest::dead_letters(&app, &req).await,
         (&Method::POST, ["v1", "admin", "dead-letters", "requeue"]) => rest::requeue_dead_letters(&app, req).await,
         (
@@ -51,6 +54,7 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>, permit: Permit) -> Res
             | ["v1", "tokens"]
             | ["v1", "rooms"]
             | ["v1", "unread"]
+            | ["v1", "search"]
             | ["v1", "admin", "dead-letters"]
             | ["v1", "admin", "dead-letters", "requeue"],
         )

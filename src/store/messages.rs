@@ -165,8 +165,16 @@ fn event_from_row(room_id: i64, r: &Row) -> Result<RoomEvent, StoreError> {
     })
 }
 
-/// Decodes a history row (see [`Store::history`]).
-fn history_from_row(r: &Row) -> HistoryMessage {
+/// The columns of a history message (`m` messages, `u` its sender; `$4` is the caller, whose
+/// reactions are looked up only for messages that have any), decoded by [`history_from_row`].
+pub(super) const HISTORY_COLUMNS: &str = "m.id, m.room_id, m.seq, m.sender_id, u.username, m.content, \
+     m.created_at, m.delivered, m.read, m.client_msg_id, m.reply_to, m.mentions, m.edited_at, m.deleted, \
+     m.reply_count, m.reactions::TEXT, \
+     CASE WHEN m.reactions IS NOT NULL THEN \
+         ARRAY(SELECT r.emoji FROM reactions r WHERE r.message_id = m.id AND r.user_id = $4) END";
+
+/// Decodes a row of [`HISTORY_COLUMNS`].
+pub(super) fn history_from_row(r: &Row) -> HistoryMessage {
     let counts: BTreeMap<String, i64> =
         r.get::<_, Option<String>>(15).and_then(|j| serde_json::from_str(&j).ok()).unwrap_or_default();
     let mine: Vec<String> = r.get::<_, Option<Vec<String>>>(16).unwrap_or_default();
@@ -208,19 +216,13 @@ impl Store {
         let before = page.before_seq.unwrap_or(i64::MAX);
         // Ordered like the index it must walk backwards ((room_id, seq), or the thread index
         // (reply_to, seq)), so even a young table without statistics gets the bounded index
-        // scan and not a sort of every older row. Reactions the caller made are looked up only
-        // for messages that have any.
+        // scan and not a sort of every older row.
         let (filter, order) = match page.thread {
             Some(_) => ("m.room_id = $1 AND m.reply_to = $5", "m.reply_to DESC, m.seq DESC"),
             None => ("m.room_id = $1 AND $5 = 0", "m.room_id DESC, m.seq DESC"),
         };
         let sql = format!(
-            "SELECT m.id, m.room_id, m.seq, m.sender_id, u.username, m.content, m.created_at, \
-                    m.delivered, m.read, m.client_msg_id, m.reply_to, m.mentions, m.edited_at, m.deleted, \
-                    m.reply_count, m.reactions::TEXT, \
-                    CASE WHEN m.reactions IS NOT NULL THEN \
-                        ARRAY(SELECT r.emoji FROM reactions r WHERE r.message_id = m.id AND r.user_id = $4) END \
-             FROM messages m JOIN users u ON u.id = m.sender_id \
+            "SELECT {HISTORY_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id \
              WHERE {filter} AND m.seq < $2 ORDER BY {order} LIMIT $3"
         );
         let params = [page.room_id, before, page.limit, page.caller, page.thread.unwrap_or(0)];

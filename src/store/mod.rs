@@ -8,6 +8,7 @@ pub mod group_commit;
 pub mod messages;
 pub mod migrate;
 pub mod rooms;
+pub mod search;
 pub mod tls;
 pub mod users;
 

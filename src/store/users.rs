@@ -54,6 +54,13 @@ impl Store {
         Ok(row.map(|r| r.get(0)))
     }
 
+    /// The id of the user called `username`, if they exist.
+    pub async fn user_id(&self, username: &str) -> Result<Option<i64>, StoreError> {
+        let c = self.conn().await?;
+        let row = c.query_typed("SELECT id FROM users WHERE username = $1", &[(&username, Type::TEXT)]).await?;
+        Ok(row.first().map(|r| r.get(0)))
+    }
+
     /// The rooms of each of `user_ids` that exists (users not in the map do not exist).
     /// One query for a whole batch: see [`super::batch_loader`].
     pub async fn memberships(&self, user_ids: &[i64]) -> Result<HashMap<i64, Vec<Membership>>, StoreError> {

@@ -25,6 +25,8 @@ pub struct TestServer {
     pub jwt_secret: String,
     pub admin_token: String,
     env: Vec<(String, String)>,
+    /// Arguments after `serve` (`--dev`).
+    args: Vec<&'static str>,
     stderr: Arc<Mutex<String>>,
     pub http: reqwest::Client,
     /// Declared last: dropped after the process is killed.
@@ -46,8 +48,22 @@ impl TestServer {
         s
     }
 
+    /// Fresh database + `serve --dev` (the secrets are still the test's own: `--dev` only
+    /// generates missing ones).
+    pub async fn start_dev(env: &[(&str, &str)]) -> TestServer {
+        let db = TestDb::create().await;
+        let url = db.url.clone();
+        let mut s = Self::start_with_args(&url, env, vec!["--dev"]).await;
+        s.db = Some(db);
+        s
+    }
+
     /// Server on a database URL whose lifetime the caller manages.
     pub async fn start_with_url(db_url: &str, env: &[(&str, &str)]) -> TestServer {
+        Self::start_with_args(db_url, env, Vec::new()).await
+    }
+
+    async fn start_with_args(db_url: &str, env: &[(&str, &str)], args: Vec<&'static str>) -> TestServer {
         let jwt_secret = format!("test-secret-{}", random_hex(16));
         let admin_token = format!("admin-{}", random_hex(16));
         let mut full: Vec<(String, String)> = vec![
@@ -69,6 +85,7 @@ impl TestServer {
             jwt_secret,
             admin_token,
             env: full,
+            args,
             stderr: Arc::new(Mutex::new(String::new())),
             http,
             db: None,
@@ -79,7 +96,7 @@ impl TestServer {
 
     async fn spawn(&mut self) {
         let mut cmd = Command::new(bin_path());
-        cmd.arg("serve");
+        cmd.arg("serve").args(&self.args);
         scrub_env(&mut cmd);
         for (k, v) in &self.env {
             cmd.env(k, v);

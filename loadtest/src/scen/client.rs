@@ -87,14 +87,39 @@ pub(super) async fn seed_messages(
     window: usize,
     tag: &str,
 ) -> Result<u64> {
+    seed_with(cl, Seed { room, user, n, window, tag }, |_| format!("t={};s=0;{tag}", now_us())).await
+}
+
+/// What [`seed_with`] sends.
+pub(super) struct Seed<'a> {
+    /// Room.
+    pub room: u64,
+    /// The sender (whose echoes count).
+    pub user: u64,
+    /// Messages.
+    pub n: usize,
+    /// In flight at most.
+    pub window: usize,
+    /// Prefix of the client message ids.
+    pub tag: &'a str,
+}
+
+/// Sends `seed.n` messages with contents `content(i)` (JSON-safe text), `seed.window` in
+/// flight, waiting for every echo. Returns the last seq acked.
+pub(super) async fn seed_with(
+    cl: &mut Client,
+    seed: Seed<'_>,
+    mut content: impl FnMut(usize) -> String,
+) -> Result<u64> {
+    let Seed { room, user, n, window, tag } = seed;
     let mut sent = 0;
     let mut acked = 0;
     let mut last_seq = 0;
-    let deadline = now_us() + 120_000_000;
+    // 120 s, plus what a slow server needs for a big seed
+    let deadline = now_us() + 120_000_000 + n as u64 * 200;
     while acked < n {
         while sent < n && sent - acked < window {
-            let content = format!("t={};s=0;{tag}", now_us());
-            cl.send_text(&message_json(room, &content, &format!("{tag}{sent}"))).await?;
+            cl.send_text(&message_json(room, &content(sent), &format!("{tag}{sent}"))).await?;
             sent += 1;
         }
         let f = tokio::time::timeout(Duration::from_secs(10), cl.next())

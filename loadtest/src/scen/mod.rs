@@ -1,7 +1,7 @@
 //! Scenarios: setup over REST, worker orchestration, aggregation.
 //!
 //! `fanout`, `durable`, `idle` and `connect-storm` run their connections in worker
-//! processes (see `orchestrate`); `history`, `resume`, `soak`, `events` and `unread` run in
+//! processes (see `orchestrate`); `history`, `resume`, `soak`, `events`, `unread` and `search` run in
 //! this process.
 
 mod aggregate;
@@ -15,6 +15,7 @@ mod idle;
 mod orchestrate;
 mod output;
 mod resume;
+mod search;
 mod setup;
 mod soak;
 mod unread;
@@ -26,6 +27,7 @@ pub use fanout::FanoutArgs;
 pub use history::HistoryArgs;
 pub use idle::IdleArgs;
 pub use resume::ResumeArgs;
+pub use search::SearchArgs;
 pub use soak::SoakArgs;
 pub use unread::UnreadArgs;
 
@@ -51,6 +53,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Soak(a) => soak::run(&cli, a).await,
         Cmd::Events(a) => events::run(&cli, a).await,
         Cmd::Unread(a) => unread::run(&cli, a).await,
+        Cmd::Search(a) => search::run(&cli, a).await,
         Cmd::Render { from } => output::render(c, &from),
     }
 }

@@ -1,0 +1,188 @@
+//! Search (SPEC §11): `GET /v1/search` finds messages whose every query word occurs as a whole
+//! word or a prefix of one, case-insensitively (words of 1..=2 characters whole only), newest
+//! first, paged with `before_id`, only in the caller's rooms; deleted messages never match and
+//! edited ones match their current text; a bad `q` or `limit` is a 400.
+//!
+//! Real parts only: the `livechat` binary, PostgreSQL and real WebSocket clients.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// `GET /v1/search?<query>` as `token` → the ids found (asserts 200 and the history shape).
+async fn search_ids(s: &TestServer, token: &str, query: &str) -> Vec<i64> {
+    let r = s.get_json(&format!("/v1/search?{query}"), token).await;
+    assert_eq!(r.status, 200, "search {query}: {r:?}");
+    let list = r.body.as_array().unwrap_or_else(|| panic!("search answers an array: {r:?}"));
+    for m in list {
+        assert_v2_history_message(m);
+    }
+    list.iter().map(id_of).collect()
+}
+
+/// `q` percent-encoded.
+fn q(text: &str) -> String {
+    format!("q={}", urlencoding(text))
+}
+
+fn urlencoding(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Whole words, prefixes, case, several words, short words: one room, one sender.
+#[tokio::test]
+async fn words_prefixes_case_and_short_words() {
+    let s = TestServer::start(FAST_LIMITS).await;
+    let (_, ta) = s.create_user(&uname("sr_a")).await;
+    let mut ca = s.ws_ready(&ta).await;
+    let room = s.create_room(&ta, "search", &[]).await;
+    let mut ids = Vec::new();
+    for text in [
+        "The deployment finished at noon", // 0
+        "Anna will deploy tomorrow",       // 1
+        "let's go to the DEPLOY review",   // 2
+        "good morning everyone",           // 3
+        "ann@example.com wrote the notes", // 4
+        "nothing to see here",             // 5
+    ] {
+        ids.push(id_of(&ca.send_and_echo(room, text).await));
+    }
+    let room_q = format!("room_id={room}");
+    let find = |text: &str| format!("{}&{room_q}", q(text));
+
+    // prefix + case: `deploy` finds "deployment", "deploy" and "DEPLOY", newest first
+    assert_eq!(search_ids(&s, &ta, &find("deploy")).await, vec![ids[2], ids[1], ids[0]]);
+    assert_eq!(search_ids(&s, &ta, &find("DEPLOYMENT")).await, vec![ids[0]]);
+    // `ann` finds "Anna" and the address (one word of the stored text)
+    assert_eq!(search_ids(&s, &ta, &find("ann")).await, vec![ids[4], ids[1]]);
+    // every word must occur
+    assert_eq!(search_ids(&s, &ta, &find("deploy review")).await, vec![ids[2]]);
+    assert_eq!(search_ids(&s, &ta, &find("anna deployment")).await, Vec::<i64>::new());
+    // a prefix must start a word: `ploy` is inside words only
+    assert_eq!(search_ids(&s, &ta, &find("ploy")).await, Vec::<i64>::new());
+    // 1..=2 characters: whole words only (`go` is not a prefix of "good")
+    assert_eq!(search_ids(&s, &ta, &find("go")).await, vec![ids[2]]);
+    assert_eq!(search_ids(&s, &ta, &find("goo")).await, vec![ids[3]]);
+    // punctuation around words is not part of them
+    assert_eq!(search_ids(&s, &ta, &find("  noon!  ")).await, vec![ids[0]]);
+    // quotes and tsquery operators in q are text, not syntax
+    assert_eq!(search_ids(&s, &ta, &find("let's")).await, vec![ids[2]]);
+    assert_eq!(search_ids(&s, &ta, &find("deploy | nothing & !see")).await, Vec::<i64>::new());
+    assert_eq!(search_ids(&s, &ta, &find("!!! ???")).await, Vec::<i64>::new());
+}
+
+/// Only the caller's rooms: another room's messages never appear, `room_id` narrows, a room
+/// the caller is not in is refused like history, and a member who left no longer finds it.
+#[tokio::test]
+async fn only_the_callers_rooms() {
+    let s = TestServer::start(FAST_LIMITS).await;
+    let (a, ta) = s.create_user(&uname("sm_a")).await;
+    let (b, tb) = s.create_user(&uname("sm_b")).await;
+    let mut ca = s.ws_ready(&ta).await;
+    let shared = s.create_room(&ta, "shared", &[b]).await;
+    let private = s.create_room(&ta, "private", &[]).await;
+    let in_shared = id_of(&ca.send_and_echo(shared, "zebra crossing shared").await);
+    let in_private = id_of(&ca.send_and_echo(private, "zebra crossing private").await);
+
+    assert_eq!(search_ids(&s, &ta, &q("zebra")).await, vec![in_private, in_shared]);
+    assert_eq!(search_ids(&s, &tb, &q("zebra")).await, vec![in_shared], "b is not in the private room");
+    assert_eq!(search_ids(&s, &ta, &format!("{}&room_id={shared}", q("zebra"))).await, vec![in_shared]);
+    let r = s.get_json(&format!("/v1/search?{}&room_id={private}", q("zebra")), &tb).await;
+    r.assert_error(403, "forbidden");
+    let r = s.get_json(&format!("/v1/search?{}&room_id=999999", q("zebra")), &tb).await;
+    r.assert_error(404, "not_found");
+
+    let r = s.delete(&format!("/v1/rooms/{shared}/members/{b}"), &tb).await;
+    assert!(matches!(r.status, 200 | 204), "b leaves: {r:?}");
+    assert_eq!(search_ids(&s, &tb, &q("zebra")).await, Vec::<i64>::new(), "b left the shared room");
+    assert_eq!(search_ids(&s, &ta, &q("crossing")).await.len(), 2, "a still finds both (user {a})");
+}
+
+/// Deleted messages never match; edited ones match their current text only.
+#[tokio::test]
+async fn deleted_never_match_edits_match_current_text() {
+    let s = TestServer::start(FAST_LIMITS).await;
+    let (_, ta) = s.create_user(&uname("sd_a")).await;
+    let mut ca = s.ws_ready(&ta).await;
+    let room = s.create_room(&ta, "edits", &[]).await;
+    let gone = id_of(&ca.send_and_echo(room, "walrus to delete").await);
+    let edited = id_of(&ca.send_and_echo(room, "original platypus").await);
+    let kept = id_of(&ca.send_and_echo(room, "walrus that stays").await);
+
+    send_delete(&mut ca, gone).await;
+    ack(&mut ca, room, "delete", gone).await;
+    send_edit(&mut ca, edited, "revised narwhal").await;
+    ack(&mut ca, room, "edit", edited).await;
+
+    assert_eq!(search_ids(&s, &ta, &q("walrus")).await, vec![kept]);
+    assert_eq!(search_ids(&s, &ta, &q("platypus")).await, Vec::<i64>::new());
+    assert_eq!(search_ids(&s, &ta, &q("narwh")).await, vec![edited]);
+    let r = s.get_json(&format!("/v1/search?{}", q("revised")), &ta).await;
+    assert_eq!(r.body[0]["content"], json!("revised narwhal"), "{r:?}");
+    assert!(r.body[0]["edited_at"].is_string(), "{r:?}");
+}
+
+/// Newest first, `limit` per page, `before_id` pages back to the end without repeats.
+#[tokio::test]
+async fn pages_newest_first_with_before_id() {
+    let s = TestServer::start(FAST_LIMITS).await;
+    let (_, ta) = s.create_user(&uname("sp_a")).await;
+    let mut ca = s.ws_ready(&ta).await;
+    let room = s.create_room(&ta, "pages", &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(id_of(&ca.send_and_echo(room, &format!("pelican number {i}")).await));
+        ca.send_and_echo(room, &format!("filler {i}")).await;
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut before: Option<i64> = None;
+    loop {
+        let mut query = format!("{}&limit=3", q("pelican"));
+        if let Some(b) = before {
+            query.push_str(&format!("&before_id={b}"));
+        }
+        let page = search_ids(&s, &ta, &query).await;
+        assert!(page.len() <= 3, "limit 3: {page:?}");
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().copied();
+        seen.extend(page);
+        assert!(seen.len() <= ids.len(), "paging repeats: {seen:?}");
+    }
+    assert_eq!(seen, ids, "every match once, newest first");
+    assert_eq!(search_ids(&s, &ta, &q("pelican")).await.len(), 7, "all seven fit the default limit of 20");
+}
+
+/// Bad `q`, `limit`, `room_id`, `before_id` → 400 `bad_request`; no token → 401; 200 chars ok.
+#[tokio::test]
+async fn bad_requests_are_refused() {
+    let s = TestServer::start(&[]).await;
+    let (_, ta) = s.create_user(&uname("sb_a")).await;
+    let long = "a".repeat(201);
+    for query in [
+        String::new(),
+        "q=".to_string(),
+        format!("q={long}"),
+        format!("{}&limit=0", q("x")),
+        format!("{}&limit=101", q("x")),
+        format!("{}&limit=ten", q("x")),
+        format!("{}&room_id=0", q("x")),
+        format!("{}&room_id=-3", q("x")),
+        format!("{}&before_id=abc", q("x")),
+    ] {
+        let r = s.get_json(&format!("/v1/search?{query}"), &ta).await;
+        r.assert_error(400, "bad_request");
+    }
+    let ok: Value = s.get_json(&format!("/v1/search?{}&limit=100", q(&"é".repeat(200))), &ta).await.body;
+    assert_eq!(ok, json!([]), "200 characters (not bytes) is allowed");
+    let r = s.request_raw(reqwest::Method::GET, &format!("/v1/search?{}", q("x")), None, "").await;
+    r.assert_error(401, "unauthorized");
+}
