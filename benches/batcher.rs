@@ -74,7 +74,7 @@ fn bench(c: &mut Criterion) {
                         outbox: false,
                         reactions_max: 50,
                     };
-                    let (writer, tasks) = group_commit::new(store, Publisher::new(bus), &settings, notify);
+                    let (writer, tasks) = group_commit::new(store, Publisher::new(bus, None), &settings, notify);
                     let drain = CancellationToken::new();
                     let handles: Vec<_> = tasks.into_iter().map(|t| tokio::spawn(t.run(drain.clone()))).collect();
                     let mut total = Duration::ZERO;

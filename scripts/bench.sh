@@ -9,6 +9,7 @@
 #   BENCH_BUILD=0          skip the build (reuse target/lt)
 #   BENCH_PERF=1           record the server with `perf record -g` into target/lt/<name>.perf
 #   BENCH_SERVER_ENV="K=V ..."  extra server environment (e.g. LIVECHAT_STORAGE__BATCH_MAX=1)
+#   BENCH_KEEP_DB=1        keep the bench database afterwards (to EXPLAIN its queries)
 #   BENCH_SQL="..."        SQL run on the bench database once the servers have migrated it,
 #                          before the harness starts (e.g. "DROP INDEX messages_search" to
 #                          measure the write path without the search index)
@@ -70,7 +71,11 @@ cleanup() {
   if [[ -n $PERF ]]; then kill -INT "$PERF"; wait "$PERF"; fi
   for pid in "${SERVERS[@]}"; do kill -TERM "$pid"; done
   for pid in "${SERVERS[@]}"; do wait "$pid"; done
-  "${PSQL[@]}" -c "drop database if exists $DB" >/dev/null 2>&1
+  if [[ ${BENCH_KEEP_DB:-0} == 1 ]]; then
+    echo "bench: kept database $DB (postgres://postgres@127.0.0.1:$PG_PORT/$DB)" >&2
+  else
+    "${PSQL[@]}" -c "drop database if exists $DB" >/dev/null 2>&1
+  fi
 }
 trap cleanup EXIT
 for i in $(seq 1 "$NODES"); do

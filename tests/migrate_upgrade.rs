@@ -91,4 +91,19 @@ async fn a_v1_database_upgrades_and_every_feature_works_on_its_data() {
     let events = s.get_json("/v1/rooms/2/events?after_seq=3", &bob).await;
     let kinds: Vec<&str> = events.body.as_array().expect("list").iter().filter_map(|e| e["type"].as_str()).collect();
     assert_eq!(kinds, ["message", "edit", "reaction"]);
+
+    // Search covers the old history too (the indexer's start-up sweep backfills it), with the
+    // edit's text.
+    for q in ["third", "first%20edited"] {
+        let deadline = std::time::Instant::now() + RECV_TIMEOUT;
+        loop {
+            let r = s.get_json(&format!("/v1/search?q={q}"), &bob).await;
+            assert_eq!(r.status, 200, "{r:?}");
+            if r.body.as_array().is_some_and(|l| l.len() == 1) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "`{q}` never became searchable: {r:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! Search (SPEC §11): `GET /v1/search` finds messages whose every query word occurs as a whole
 //! word or a prefix of one, case-insensitively (words of 1..=2 characters whole only), newest
 //! first, paged with `before_id`, only in the caller's rooms; deleted messages never match and
-//! edited ones match their current text; a bad `q` or `limit` is a 400.
+//! edited ones match their current text; a bad `q` or `limit` is a 400. The index is filled
+//! off the write path (README "Search"), so each test first awaits its newest message in the
+//! results; a restarted server indexes what it had not.
 //!
 //! Real parts only: the `livechat` binary, PostgreSQL and real WebSocket clients.
 
@@ -19,6 +21,19 @@ async fn search_ids(s: &TestServer, token: &str, query: &str) -> Vec<i64> {
         assert_v2_history_message(m);
     }
     list.iter().map(id_of).collect()
+}
+
+/// Polls `GET /v1/search?<query>` until message `id` is among the results (the indexer has
+/// reached it); bounded.
+async fn await_indexed(s: &TestServer, token: &str, query: &str, id: i64) {
+    let deadline = std::time::Instant::now() + RECV_TIMEOUT;
+    loop {
+        if search_ids(s, token, query).await.contains(&id) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "message {id} not found by `{query}` in {RECV_TIMEOUT:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// `q` percent-encoded.
@@ -55,6 +70,7 @@ async fn words_prefixes_case_and_short_words() {
     }
     let room_q = format!("room_id={room}");
     let find = |text: &str| format!("{}&{room_q}", q(text));
+    await_indexed(&s, &ta, &find("nothing"), ids[5]).await;
 
     // prefix + case: `deploy` finds "deployment", "deploy" and "DEPLOY", newest first
     assert_eq!(search_ids(&s, &ta, &find("deploy")).await, vec![ids[2], ids[1], ids[0]]);
@@ -89,6 +105,8 @@ async fn only_the_callers_rooms() {
     let private = s.create_room(&ta, "private", &[]).await;
     let in_shared = id_of(&ca.send_and_echo(shared, "zebra crossing shared").await);
     let in_private = id_of(&ca.send_and_echo(private, "zebra crossing private").await);
+    await_indexed(&s, &ta, &q("private"), in_private).await;
+    await_indexed(&s, &ta, &q("shared"), in_shared).await;
 
     assert_eq!(search_ids(&s, &ta, &q("zebra")).await, vec![in_private, in_shared]);
     assert_eq!(search_ids(&s, &tb, &q("zebra")).await, vec![in_shared], "b is not in the private room");
@@ -114,15 +132,22 @@ async fn deleted_never_match_edits_match_current_text() {
     let gone = id_of(&ca.send_and_echo(room, "walrus to delete").await);
     let edited = id_of(&ca.send_and_echo(room, "original platypus").await);
     let kept = id_of(&ca.send_and_echo(room, "walrus that stays").await);
+    await_indexed(&s, &ta, &q("walrus"), kept).await;
+    await_indexed(&s, &ta, &q("original"), edited).await;
 
     send_delete(&mut ca, gone).await;
     ack(&mut ca, room, "delete", gone).await;
     send_edit(&mut ca, edited, "revised narwhal").await;
     ack(&mut ca, room, "edit", edited).await;
 
+    // at once, before the indexer has seen the delete and the edit: never the erased or the
+    // old text
     assert_eq!(search_ids(&s, &ta, &q("walrus")).await, vec![kept]);
     assert_eq!(search_ids(&s, &ta, &q("platypus")).await, Vec::<i64>::new());
+    // the new text once the indexer has reached the edit
+    await_indexed(&s, &ta, &q("narwh"), edited).await;
     assert_eq!(search_ids(&s, &ta, &q("narwh")).await, vec![edited]);
+    assert_eq!(search_ids(&s, &ta, &q("walrus")).await, vec![kept], "the delete indexed: still not found");
     let r = s.get_json(&format!("/v1/search?{}", q("revised")), &ta).await;
     assert_eq!(r.body[0]["content"], json!("revised narwhal"), "{r:?}");
     assert!(r.body[0]["edited_at"].is_string(), "{r:?}");
@@ -141,6 +166,7 @@ async fn pages_newest_first_with_before_id() {
         ca.send_and_echo(room, &format!("filler {i}")).await;
     }
     ids.reverse();
+    await_indexed(&s, &ta, &q("pelican"), ids[0]).await;
     let mut seen = Vec::new();
     let mut before: Option<i64> = None;
     loop {
@@ -185,4 +211,26 @@ async fn bad_requests_are_refused() {
     assert_eq!(ok, json!([]), "200 characters (not bytes) is allowed");
     let r = s.request_raw(reqwest::Method::GET, &format!("/v1/search?{}", q("x")), None, "").await;
     r.assert_error(401, "unauthorized");
+}
+
+/// The index is persisted per room: a server that stopped before indexing (here: one whose
+/// indexer waits ten minutes after a commit) indexes what it missed when it starts again, and
+/// nothing it had indexed is lost.
+#[tokio::test]
+async fn a_restarted_server_indexes_what_it_had_not() {
+    let mut s = TestServer::start(&[("LIVECHAT_SEARCH__INDEX_DELAY_MS", "600000")]).await;
+    let (_, ta) = s.create_user(&uname("sr_r")).await;
+    let room = s.create_room(&ta, "restart", &[]).await;
+    let mut ca = s.ws_ready(&ta).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(id_of(&ca.send_and_echo(room, &format!("armadillo {i}")).await));
+    }
+    assert_eq!(search_ids(&s, &ta, &q("armadillo")).await, Vec::<i64>::new(), "not indexed yet");
+    drop(ca);
+    s.sigkill();
+    s.restart().await;
+    ids.reverse();
+    await_indexed(&s, &ta, &q("armadillo"), ids[0]).await;
+    assert_eq!(search_ids(&s, &ta, &q("armadillo")).await, ids, "all five, once each");
 }

@@ -12,6 +12,7 @@ use crate::conn::{ConnState, Out};
 use crate::error::ApiError;
 use crate::model::{Message, ReceiptState, RoomEvent};
 use crate::store::group_commit::CommitSink;
+use crate::store::search_index::SearchIndex;
 use crate::util::lock;
 use crate::wire::server::{error_frame, event_frame, message_frame, status_frame};
 
@@ -48,12 +49,14 @@ impl Ack {
 /// The [`CommitSink`] of this node.
 pub struct Publisher {
     bus: Arc<Bus>,
+    /// Told which rooms changed text (messages, edits, deletes), to index them off this path.
+    search: Option<Arc<SearchIndex>>,
 }
 
 impl Publisher {
-    /// Publishes committed rows on `bus`.
-    pub fn new(bus: Arc<Bus>) -> Arc<Self> {
-        Arc::new(Self { bus })
+    /// Publishes committed rows on `bus` and tells `search` which rooms to index.
+    pub fn new(bus: Arc<Bus>, search: Option<Arc<SearchIndex>>) -> Arc<Self> {
+        Arc::new(Self { bus, search })
     }
 }
 
@@ -63,6 +66,16 @@ impl CommitSink for Publisher {
     fn events(&self, new: &[RoomEvent]) {
         for e in new {
             self.bus.publish_ordered(e.room_id(), e.seq(), event_frame(e), e.leaving());
+        }
+        if let Some(search) = &self.search {
+            let mut rooms: Vec<i64> = new
+                .iter()
+                .filter(|e| matches!(e, RoomEvent::Message(_) | RoomEvent::Edit(_) | RoomEvent::Delete(_)))
+                .map(RoomEvent::room_id)
+                .collect();
+            rooms.sort_unstable();
+            rooms.dedup();
+            search.touch(rooms);
         }
     }
 

@@ -31,6 +31,7 @@ use crate::presence::{Connections, Local, MembershipFeed, Presence};
 use crate::redis_link::RedisLink;
 use crate::store::batch_loader::{BatchLoader, Memberships, MessageMetas};
 use crate::store::group_commit::{self, Batcher};
+use crate::store::search_index::{IndexSettings, SearchIndex};
 use crate::store::{self, Store};
 use crate::telemetry;
 
@@ -134,6 +135,7 @@ struct Node {
     notify_queue: Option<Arc<notify::Queue>>,
     cluster: Option<ClusterParts>,
     local: Arc<Local>,
+    search: Arc<SearchIndex>,
 }
 
 impl Node {
@@ -174,8 +176,16 @@ impl Node {
             outbox: config.notify.enabled(),
             reactions_max: config.limits.reactions_per_message as i64,
         };
-        let (writer, batchers) =
-            group_commit::new(db.clone(), Publisher::new(bus.clone()), &settings, committed.clone());
+        let search = SearchIndex::new(
+            db.clone(),
+            IndexSettings {
+                delay: Duration::from_millis(config.search.index_delay_ms),
+                batch: config.search.index_batch.max(1),
+                sweep_every: Duration::from_secs(config.search.sweep_secs.max(1)),
+            },
+        );
+        let publisher = Publisher::new(bus.clone(), Some(search.clone()));
+        let (writer, batchers) = group_commit::new(db.clone(), publisher, &settings, committed.clone());
         let parts = chat::Parts {
             reads: Arc::new(chat::StoreReads {
                 store: db.clone(),
@@ -216,14 +226,16 @@ impl Node {
         };
         let ops = Ops { metrics: telemetry::install(), redis };
         let app = Arc::new(App { chat, store: db, auth, edge, ops, notify: notify_queue.clone() });
-        Ok(Self { config, app, batchers, committed, notify_queue, cluster, local })
+        Ok(Self { config, app, batchers, committed, notify_queue, cluster, local, search })
     }
 
     /// Starts the tasks: cluster links, writers, notifications, listeners, SIGHUP reload.
     fn start(self, listener: TcpListener, metrics_listener: Option<TcpListener>) -> Result<Running, StartError> {
-        let Node { config, app, batchers, committed, notify_queue, cluster, local } = self;
+        let Node { config, app, batchers, committed, notify_queue, cluster, local, search } = self;
         // Runs until the process exits: the drain's last echoes still cross to the other nodes.
         let cluster_stop = CancellationToken::new();
+        // Until the process exits too: what it did not index, the next start's sweep does.
+        tokio::spawn(search.run(cluster_stop.clone()));
         if let Some(c) = cluster {
             c.start(&local, cluster_stop.clone());
         }

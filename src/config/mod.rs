@@ -38,6 +38,8 @@ pub struct Config {
     pub sync: SyncConfig,
     /// Online state fan-out.
     pub presence: PresenceConfig,
+    /// The search indexer.
+    pub search: SearchConfig,
     /// Notification jobs and sinks.
     pub notify: NotifyConfig,
     /// This node's identity in a cluster.

@@ -229,6 +229,26 @@ impl Default for SyncConfig {
     }
 }
 
+/// `[search]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// Milliseconds the indexer waits after a commit before indexing, to gather more rooms
+    /// and messages into one round (how stale search is on an idle server, at most).
+    pub index_delay_ms: u64,
+    /// Most events of one room indexed per round.
+    pub index_batch: i64,
+    /// Seconds between sweeps for rooms behind that this node did not write (other nodes'
+    /// rooms if one of them died, an upgraded database's history).
+    pub sweep_secs: u64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self { index_delay_ms: 100, index_batch: 2000, sweep_secs: 60 }
+    }
+}
+
 /// `[presence]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

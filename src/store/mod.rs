@@ -9,6 +9,7 @@ pub mod messages;
 pub mod migrate;
 pub mod rooms;
 pub mod search;
+pub mod search_index;
 pub mod tls;
 pub mod users;
 

@@ -1,5 +1,5 @@
 //! Message search (README "Search"): whole words and prefixes of words, case-insensitive,
-//! over the caller's rooms, through the GIN index of migration V6.
+//! over the caller's rooms, through the index [`super::search_index`] keeps (migration V7).
 
 use tokio_postgres::types::Type;
 
@@ -32,12 +32,16 @@ const LEXEMES_SQL: &str = "SELECT lexeme FROM unnest(to_tsvector('simple', $1))"
 
 /// Newest first among the matches in the caller's rooms, the membership checked in the same
 /// statement. The query arrives as a value (not built in SQL), so PostgreSQL plans it knowing
-/// how common its words are: the index for rare words, the newest rows backwards for common
-/// ones.
-const SEARCH_SQL_TEMPLATE: &str = "SELECT {cols} FROM messages m JOIN users u ON u.id = m.sender_id \
-     WHERE m.room_id IN (SELECT rm.room_id FROM room_members rm WHERE rm.user_id = $4 AND ($5 = 0 OR rm.room_id = $5)) \
-       AND to_tsvector('simple', m.content) @@ $1::tsquery AND NOT m.deleted AND m.id < $2 \
-     ORDER BY m.id DESC LIMIT $3";
+/// how common its words are: the index for rare words, the newest documents backwards for
+/// common ones. The words of the current text are checked again on the few rows returned, so
+/// an edit the indexer has not reached yet never matches its old text; a message the indexer
+/// has not reached yet is not found (README "Search": at most `search.index_delay_ms` behind).
+const SEARCH_SQL_TEMPLATE: &str = "SELECT {cols} FROM search_docs d \
+       JOIN messages m ON m.id = d.message_id JOIN users u ON u.id = m.sender_id \
+     WHERE d.tsv @@ $1::tsquery AND d.message_id < $2 \
+       AND m.room_id IN (SELECT rm.room_id FROM room_members rm WHERE rm.user_id = $4 AND ($5 = 0 OR rm.room_id = $5)) \
+       AND NOT m.deleted AND to_tsvector('simple', m.content) @@ $1::tsquery \
+     ORDER BY d.message_id DESC LIMIT $3";
 
 /// The tsquery that matches every lexeme as a whole word or, from [`PREFIX_MIN_CHARS`] on,
 /// as a prefix; `None` when there is no word.

@@ -205,6 +205,18 @@ const DEFS: &[Def] = &[
         zero: false,
     },
     Def {
+        name: names::SEARCH_INDEXED_TOTAL,
+        kind: Kind::Counter,
+        help: "Messages (re)indexed for search.",
+        zero: true,
+    },
+    Def {
+        name: names::SEARCH_ROOMS_BEHIND,
+        kind: Kind::Gauge,
+        help: "Rooms with events not yet indexed for search (this node's indexer).",
+        zero: true,
+    },
+    Def {
         name: names::POSTGRES_UP,
         kind: Kind::Gauge,
         help: "1 when PostgreSQL answered the last readiness probe.",

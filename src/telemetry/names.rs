@@ -58,6 +58,10 @@ pub const STORAGE_EVENTS_COMMITTED_TOTAL: &str = "livechat_storage_events_commit
 pub const STORAGE_BATCH_RETRIES_TOTAL: &str = "livechat_storage_batch_retries_total";
 /// Writes answered with `unavailable`.
 pub const STORAGE_UNAVAILABLE_TOTAL: &str = "livechat_storage_unavailable_total";
+/// Messages (re)indexed for search.
+pub const SEARCH_INDEXED_TOTAL: &str = "livechat_search_indexed_total";
+/// Rooms with events not yet indexed for search, as this node's indexer knows them.
+pub const SEARCH_ROOMS_BEHIND: &str = "livechat_search_rooms_behind";
 /// Writes waiting for the group-commit writer.
 pub const STORAGE_QUEUE_DEPTH: &str = "livechat_storage_queue_depth";
 /// 1 when PostgreSQL answered the last readiness probe.

@@ -2,8 +2,10 @@
 //! (default 1,000,000) of realistic text: 4 to 16 words each, drawn from a vocabulary of
 //! `--vocab` made-up words with a Zipf distribution (rank r has weight 1/r^`--zipf`), so a few
 //! words are in most messages and most words in a few. Seeded over WebSocket by `--writers`
-//! connections (the real write path, index included); then, per query class, `--conns`
-//! keep-alive clients search for `--secs` and the report gives p50/p99 per class.
+//! connections (the real write path); then it waits until the search index (filled off the
+//! write path, README "Search") has caught up — a marker message sent last is found — and
+//! reports how long that took; then, per query class, `--conns` keep-alive clients search for
+//! `--secs` and the report gives p50/p99 per class.
 
 use super::client::{seed_with, Client, Seed};
 use super::output::{finish, new_report};
@@ -141,15 +143,21 @@ pub(super) async fn run(cli: &Cli, a: SearchArgs) -> Result<()> {
         bail!("search: --vocab must be at least 600 (the query classes use ranks up to 510)");
     }
     let t = target(c)?;
-    let users = make_users(c, 1).await?;
+    // One user per writer: a writer counts the echoes of its own user only.
+    let users = make_users(c, a.writers.max(1)).await?;
     let tokens = make_tokens(c, &users).await?;
-    let room = api(c)?.create_room(&format!("{}search", run_prefix()), &tokens[0], &[], 1).await?;
+    let room = api(c)?.create_room(&format!("{}search", run_prefix()), &tokens[0], &users[1..], 1).await?;
     let t0 = std::time::Instant::now();
-    seed(t, room, users[0], &tokens[0], &a).await?;
+    seed(t, room, &users, &tokens, &a).await?;
     let seed_secs = t0.elapsed().as_secs_f64();
     eprintln!("seeded {} messages in {seed_secs:.1}s", a.messages);
+    let t1 = std::time::Instant::now();
+    await_index(t, room, users[0], &tokens[0]).await?;
+    let catch_up = t1.elapsed().as_secs_f64();
+    eprintln!("index caught up {catch_up:.1}s after the last message");
     let mut rep = new_report(cli, "search", serde_json::to_value(&a)?);
     rep.summary.insert("seed_messages_per_s".into(), json!((a.messages as f64 / seed_secs).round()));
+    rep.summary.insert("index_catch_up_s".into(), json!((catch_up * 10.0).round() / 10.0));
     let mut first: Option<Histogram<u64>> = None;
     for (name, queries, narrow) in classes(a.vocab) {
         let (h, ok, bad, hits) = run_class(t, &tokens[0], narrow.then_some(room), Arc::new(queries), &a).await?;
@@ -163,12 +171,13 @@ pub(super) async fn run(cli: &Cli, a: SearchArgs) -> Result<()> {
     finish(c, &rep)
 }
 
-/// Seeds the room: `--writers` connections, each its share, 256 in flight.
-async fn seed(t: SocketAddr, room: u64, user: u64, token: &str, a: &SearchArgs) -> Result<()> {
-    let per = a.messages.div_ceil(a.writers.max(1));
-    let tasks: Vec<_> = (0..a.writers.max(1))
+/// Seeds the room: `--writers` connections (user `w` on connection `w`), each its share, 256
+/// in flight.
+async fn seed(t: SocketAddr, room: u64, users: &[u64], tokens: &[String], a: &SearchArgs) -> Result<()> {
+    let per = a.messages.div_ceil(users.len());
+    let tasks: Vec<_> = (0..users.len())
         .map(|w| {
-            let (path, a) = (ws_path(token), a.clone());
+            let (path, a, user) = (ws_path(&tokens[w]), a.clone(), users[w]);
             let n = per.min(a.messages.saturating_sub(w * per));
             tokio::task::spawn_local(async move {
                 let mut cl = Client::open(t, w, &path).await?;
@@ -182,6 +191,25 @@ async fn seed(t: SocketAddr, room: u64, user: u64, token: &str, a: &SearchArgs) 
         tk.await??;
     }
     Ok(())
+}
+
+/// Sends a marker message and waits (at most 10 minutes) until search finds it: a room is
+/// indexed in seq order, so every message before it is searchable too.
+async fn await_index(t: SocketAddr, room: u64, user: u64, token: &str) -> Result<()> {
+    const MARKER: &str = "zzcaughtupmarker";
+    let mut cl = Client::open(t, 99, &ws_path(token)).await?;
+    seed_with(&mut cl, Seed { room, user, n: 1, window: 1, tag: "marker" }, |_| MARKER.to_string()).await?;
+    let mut conn = Conn::new(t, 999);
+    let deadline = now_us() + 600_000_000;
+    while now_us() < deadline {
+        let path = format!("/v1/search?q={MARKER}&room_id={room}&limit=1");
+        let r = conn.request("GET", &path, Some(token), None).await?;
+        if r.status == 200 && memchr::memmem::find(&r.body, MARKER.as_bytes()).is_some() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    bail!("search: the index did not catch up within 10 minutes")
 }
 
 /// One class: `--conns` clients cycle through `queries` for `--secs`. Returns the latency,

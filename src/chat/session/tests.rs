@@ -84,8 +84,12 @@ fn fixture(limits: LimitsConfig, max_replay: i64) -> Fixture {
         outbox: false,
         reactions_max: 50,
     };
-    let (writer, lanes) =
-        group_commit::new(store.clone(), Publisher::new(bus.clone()), &settings, Arc::new(tokio::sync::Notify::new()));
+    let (writer, lanes) = group_commit::new(
+        store.clone(),
+        Publisher::new(bus.clone(), None),
+        &settings,
+        Arc::new(tokio::sync::Notify::new()),
+    );
     let parts = Parts {
         reads: Arc::new(FakeReads),
         writer,
