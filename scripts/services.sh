@@ -5,6 +5,7 @@
 #   scripts/services.sh stop  <name>                          stop both cleanly
 #   scripts/services.sh env   <name> [pg_port redis_port]     print `export` lines for the env vars
 #   scripts/services.sh status <name>                         exit 0 when both answer
+#   scripts/services.sh browser                               install Debian's chromium when missing
 #
 # Only loopback (127.0.0.1) is used, never the default ports 5432/6379, never a system service.
 # PostgreSQL refuses to run as root, so as root initdb/pg_ctl run as the `postgres` OS user.
@@ -362,7 +363,7 @@ cmd_status() {
 }
 
 usage() {
-  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -372,5 +373,6 @@ case ${1:-} in
   env) shift; cmd_env "$@" ;;
   status) shift; cmd_status "$@" ;;
   deps) ensure_deps ;;
+  browser) command -v chromium >/dev/null || apt_install chromium ;;
   *) usage ;;
 esac

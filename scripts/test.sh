@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command #2: the whole test suite, against a real PostgreSQL and Redis.
 #
-#   scripts/test.sh                      fmt check, build, all tests, clippy
+#   scripts/test.sh                      fmt check, build, all tests, clippy, then the SDK and
+#                                        browser tests (scripts/clients.sh test)
 #   scripts/test.sh ws_limits            only tests matching a filter (build + tests, no lints)
 #   scripts/test.sh --test ws -- --nocapture
 #                                        args before `--` go to `cargo test`, after it to the
@@ -14,6 +15,7 @@
 #
 # Env: LIVECHAT_TEST_PG_PORT (55433), LIVECHAT_TEST_REDIS_PORT (56380),
 #      LIVECHAT_TEST_THREADS (4), LIVECHAT_TEST_LINT (1 on a full run, 0 with filter args),
+#      LIVECHAT_TEST_CLIENTS (1 on a full run, 0 with filter args: the clients/ tests),
 #      LIVECHAT_TEST_SERVICES (test: the .data/<name> instance),
 #      LIVECHAT_KEEP_SERVICES=1 leaves the services running afterwards.
 set -uo pipefail
@@ -59,6 +61,7 @@ for a in "${bin_args[@]+"${bin_args[@]}"}"; do
   [[ $a == --test-threads* ]] && threads_arg=()
 done
 if [[ $# -eq 0 ]]; then lint=${LIVECHAT_TEST_LINT:-1}; else lint=${LIVECHAT_TEST_LINT:-0}; fi
+if [[ $# -eq 0 ]]; then clients=${LIVECHAT_TEST_CLIENTS:-1}; else clients=${LIVECHAT_TEST_CLIENTS:-0}; fi
 
 cleanup() {
   if [[ ${LIVECHAT_KEEP_SERVICES:-0} == 1 ]]; then
@@ -103,6 +106,10 @@ fi
 if step build cargo build --workspace --all-targets; then
   step test cargo test --workspace "${cargo_args[@]+"${cargo_args[@]}"}" -- \
     "${threads_arg[@]+"${threads_arg[@]}"}" "${bin_args[@]+"${bin_args[@]}"}"
+  # the SDK's and the page's tests run the server just built (target/debug/livechat)
+  if [[ $clients == 1 ]]; then
+    step clients bash scripts/clients.sh test
+  fi
 else
   echo "test: build failed, tests not run"
 fi

@@ -88,7 +88,7 @@ impl Session {
             ClientEvent::Typing { room_id, start } => {
                 if !self.handle.in_room(room_id) {
                     self.send_error(&ApiError::forbidden("you are not a member of this room"), None);
-                } else if self.chat.presence.connections().allow_typing(me, room_id, self.typing_per_sec) {
+                } else if self.chat.presence.connections().allow_typing(me, room_id, self.typing_per_sec, start) {
                     self.chat.bus.publish(room_id, typing_frame(room_id, me, start), Some(me));
                 }
             }

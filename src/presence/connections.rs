@@ -84,8 +84,9 @@ impl ConnHandle {
 #[derive(Default)]
 struct UserEntry {
     conns: Vec<Arc<ConnHandle>>,
-    /// Last relayed typing event per room.
-    typing: HashMap<i64, Instant>,
+    /// Per room: when the last throttled event was relayed, and whether it was a `start` that
+    /// no `stop` has followed yet.
+    typing: HashMap<i64, (Instant, bool)>,
 }
 
 /// The connection would exceed `limits.connections_per_user`.
@@ -235,16 +236,22 @@ impl Connections {
         }
     }
 
-    /// Typing throttle per user and room: true if this event may be relayed.
-    pub fn allow_typing(&self, user_id: i64, room: i64, per_sec: u32) -> bool {
+    /// Typing throttle per user and room (`limits.typing_per_sec`): true if this event may be
+    /// relayed. A `stop` that ends a relayed `start` always is, at no cost (else the others'
+    /// indicator would stay on until it times out); other events share the rate.
+    pub fn allow_typing(&self, user_id: i64, room: i64, per_sec: u32, start: bool) -> bool {
         let gap = Duration::from_secs(1) / per_sec.max(1);
         let now = Instant::now();
         let mut shard = self.shard(user_id);
         let Some(entry) = shard.get_mut(&user_id) else { return false };
-        match entry.typing.get(&room) {
-            Some(last) if now.duration_since(*last) < gap => false,
+        match entry.typing.get_mut(&room) {
+            Some((_, typing)) if !start && *typing => {
+                *typing = false;
+                true
+            }
+            Some((last, _)) if now.duration_since(*last) < gap => false,
             _ => {
-                entry.typing.insert(room, now);
+                entry.typing.insert(room, (now, start));
                 true
             }
         }

@@ -116,10 +116,16 @@ async fn a_connection_registered_with_stale_rooms_is_reconciled() {
 async fn typing_is_throttled_per_user_and_room() {
     let l = local();
     let _c = connect(&l, 5, &[1, 2]);
-    assert!(l.connections.allow_typing(5, 1, 1));
-    assert!(!l.connections.allow_typing(5, 1, 1), "within a second");
-    assert!(l.connections.allow_typing(5, 2, 1), "another room has its own throttle");
-    assert!(!l.connections.allow_typing(6, 1, 1), "a user without a connection relays nothing");
+    assert!(l.connections.allow_typing(5, 1, 1, true));
+    assert!(!l.connections.allow_typing(5, 1, 1, true), "within a second");
+    assert!(l.connections.allow_typing(5, 2, 1, true), "another room has its own throttle");
+    assert!(!l.connections.allow_typing(6, 1, 1, true), "a user without a connection relays nothing");
+    // a stop ends a relayed start at once, once; then the rate holds again
+    assert!(l.connections.allow_typing(5, 1, 1, false), "the stop of a relayed start");
+    assert!(!l.connections.allow_typing(5, 1, 1, false), "a second stop within the second");
+    assert!(!l.connections.allow_typing(5, 1, 1, true), "a start within the second");
+    assert!(l.connections.allow_typing(5, 3, 1, false), "a first stop in a room is rated like a start");
+    assert!(!l.connections.allow_typing(5, 3, 1, false), "and throttled like one");
 }
 
 #[tokio::test]
