@@ -11,7 +11,9 @@ interface Room {
 }
 
 /** The server relays at most `limits.typing_per_sec` (default 1) typing frames per user and
- * room and drops the rest silently, a "stop" included: frames of a room are spaced this far. */
+ * room and drops the rest silently. A "stop" that ends a relayed "start" is exempt on current
+ * servers, but earlier ones counted it too: frames of a room are spaced this far, so a stop is
+ * never lost on either. */
 export const TYPING_GAP_MS = 1000;
 
 /**

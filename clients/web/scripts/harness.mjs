@@ -181,3 +181,21 @@ export async function messages(page) {
     })),
   );
 }
+
+/**
+ * A server (with `env`), a browser and two signed-in users, ann and bob, each in their own
+ * context: what every test file starts from. `stop()` closes the browser and the server.
+ */
+export async function startChat(env = {}) {
+  const server = await startServer(env);
+  const browser = await launchBrowser();
+  const ann = await newUser(browser);
+  const bob = await newUser(browser);
+  ann.id = await signIn(ann.page, server.url, "ann");
+  bob.id = await signIn(bob.page, server.url, "bob");
+  const stop = async () => {
+    await browser.close();
+    await server.stop();
+  };
+  return { server, browser, ann, bob, stop };
+}

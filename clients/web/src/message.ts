@@ -54,27 +54,8 @@ export interface MessageView {
   discard(p: Pending): void;
 }
 
-export function fromHistory(m: HistoryMessage): Item {
-  return {
-    id: m.id,
-    seq: m.seq,
-    senderId: m.sender_id,
-    content: m.content,
-    timestamp: m.timestamp,
-    clientMsgId: m.client_msg_id,
-    replyTo: m.reply_to,
-    mentions: m.mentions,
-    editedAt: m.edited_at,
-    deleted: m.deleted,
-    reactions: new Map(m.reactions.map((r) => [r.emoji, { count: r.count, me: r.me }])),
-    editing: false,
-    error: "",
-    seenBy: [],
-    el: h("li"),
-  };
-}
-
-export function fromEvent(m: Message): Item {
+/** The fields a message's item shares however it arrived (history page or event). */
+function fromMessage(m: Message | HistoryMessage): Item {
   return {
     id: m.id,
     seq: m.seq,
@@ -85,14 +66,28 @@ export function fromEvent(m: Message): Item {
     replyTo: m.reply_to,
     mentions: m.mentions,
     editedAt: null,
-    // A replay shows a deleted message with "" (its delete event follows); live content is never empty.
-    deleted: m.content === "",
+    deleted: false,
     reactions: new Map(),
     editing: false,
     error: "",
     seenBy: [],
     el: h("li"),
   };
+}
+
+export function fromHistory(m: HistoryMessage): Item {
+  const item = fromMessage(m);
+  item.editedAt = m.edited_at;
+  item.deleted = m.deleted;
+  item.reactions = new Map(m.reactions.map((r) => [r.emoji, { count: r.count, me: r.me }]));
+  return item;
+}
+
+export function fromEvent(m: Message): Item {
+  const item = fromMessage(m);
+  // A replay shows a deleted message with "" (its delete event follows); live content is never empty.
+  item.deleted = m.content === "";
+  return item;
 }
 
 /** (Re)builds an item's element in place, so its identity (and focus nearby) is kept. */

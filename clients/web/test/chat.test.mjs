@@ -4,25 +4,19 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { launchBrowser, message, messages, newUser, pending, send, signIn, startServer } from "../scripts/harness.mjs";
+import { message, messages, pending, send, startChat } from "../scripts/harness.mjs";
 
-let server;
-let browser;
+let chat;
 let ann;
 let bob;
 
 before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-  ann = await newUser(browser);
-  bob = await newUser(browser);
-  ann.id = await signIn(ann.page, server.url, "ann");
-  bob.id = await signIn(bob.page, server.url, "bob");
+  chat = await startChat();
+  ({ ann, bob } = chat);
 });
 
 after(async () => {
-  await browser?.close();
-  await server?.stop();
+  await chat?.stop();
 });
 
 /** Every message once, in seq order, and nothing left pending. */
@@ -58,8 +52,8 @@ test("Shift+Enter starts a new line, Enter sends", async () => {
 
 test("bob sees ann typing", async () => {
   const input = ann.page.locator("#composer-input");
-  // Typed at a person's pace: the server drops a typing event within a second of the last
-  // one (ann's "stop" as she sent), the SDK repeats "start" every 3 s while she types.
+  // Typed at a person's pace: the server drops a "start" within a second of the last one
+  // (before ann's "stop" as she sent), the SDK repeats "start" every 3 s while she types.
   await Promise.all([
     input.pressSequentially("I am still writing a longer answer", { delay: 120 }),
     bob.page.locator(".typing", { hasText: "ann is typing…" }).waitFor(),

@@ -3,8 +3,9 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { launchBrowser, message, messages, newUser, send, signIn, startServer } from "../scripts/harness.mjs";
+import { message, messages, newUser, send, signIn, startChat } from "../scripts/harness.mjs";
 
+let chat;
 let server;
 let browser;
 let ann;
@@ -12,17 +13,12 @@ let bob;
 
 before(async () => {
   // The history test sends 60 messages as fast as the page can: no rate limit in the way.
-  server = await startServer({ LIVECHAT_LIMITS__MESSAGES_PER_SEC: "1000", LIVECHAT_LIMITS__MESSAGES_BURST: "1000" });
-  browser = await launchBrowser();
-  ann = await newUser(browser);
-  bob = await newUser(browser);
-  ann.id = await signIn(ann.page, server.url, "ann");
-  bob.id = await signIn(bob.page, server.url, "bob");
+  chat = await startChat({ LIVECHAT_LIMITS__MESSAGES_PER_SEC: "1000", LIVECHAT_LIMITS__MESSAGES_BURST: "1000" });
+  ({ server, browser, ann, bob } = chat);
 });
 
 after(async () => {
-  await browser?.close();
-  await server?.stop();
+  await chat?.stop();
 });
 
 test("a token in the URL fragment signs in, leaves the address bar, and survives a reload", async () => {
