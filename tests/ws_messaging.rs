@@ -310,6 +310,29 @@ async fn typing_relayed_to_others_not_sender_and_throttled() {
     assert_eq!(s.history(&ta, room, 10).await.len(), 0);
 }
 
+/// A `stop` right after a `start` (as a client sends when its user sends the message) is
+/// relayed at once: the throttle never leaves the others' indicator on.
+#[tokio::test]
+async fn typing_stop_after_start_is_never_throttled() {
+    let s = TestServer::start(&[]).await;
+    let (a, ta) = s.create_user("tys_a").await;
+    let (_, tb) = s.create_user("tys_b").await;
+    let mut ca = s.ws_ready(&ta).await;
+    let mut cb = s.ws_ready(&tb).await;
+    ca.send_json(json!({ "type": "typing", "room_id": 1, "state": "start" })).await;
+    ca.send_json(json!({ "type": "typing", "room_id": 1, "state": "stop" })).await;
+    // a second stop and a new start within the second are throttled: the sentinel comes next
+    ca.send_json(json!({ "type": "typing", "room_id": 1, "state": "stop" })).await;
+    ca.send_json(json!({ "type": "typing", "room_id": 1, "state": "start" })).await;
+    ca.send_and_echo(1, "sentinel").await;
+    for state in ["start", "stop"] {
+        let t = cb.recv_type("typing").await;
+        assert_fields(&t, &json!({ "type": "typing", "room_id": 1, "user_id": a, "state": state }));
+    }
+    let next = cb.recv_types(&["typing", "message"]).await;
+    assert_eq!(next["content"], json!("sentinel"), "nothing else relayed before it: {next}");
+}
+
 // --- receipts ------------------------------------------------------------------------------
 
 #[tokio::test]
