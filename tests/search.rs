@@ -218,7 +218,17 @@ async fn bad_requests_are_refused() {
 /// nothing it had indexed is lost.
 #[tokio::test]
 async fn a_restarted_server_indexes_what_it_had_not() {
-    let mut s = TestServer::start(&[("LIVECHAT_SEARCH__INDEX_DELAY_MS", "600000")]).await;
+    let mut s = TestServer::start(&[
+        ("LIVECHAT_SEARCH__INDEX_DELAY_MS", "600000"),
+        ("LIVECHAT_LOG", "warn,livechat::store::search_index=debug"),
+    ])
+    .await;
+    // The start-up sweep first (else it could still be running when the messages commit).
+    let deadline = std::time::Instant::now() + RECV_TIMEOUT;
+    while !s.stderr().contains("Search index caught up.") {
+        assert!(std::time::Instant::now() < deadline, "no start-up sweep: {}", s.stderr());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let (_, ta) = s.create_user(&uname("sr_r")).await;
     let room = s.create_room(&ta, "restart", &[]).await;
     let mut ca = s.ws_ready(&ta).await;

@@ -132,13 +132,16 @@ impl SearchIndex {
                     }
                 }
             }
-            if let Err(e) = self.catch_up(&stop).await {
+            let caught_up = self.catch_up(&stop).await;
+            if let Err(e) = caught_up {
                 tracing::warn!(error = %e, "Search indexing failed; will retry.");
                 self.wake.notify_one();
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(RETRY_PAUSE) => {}
                 }
+            } else {
+                tracing::debug!("Search index caught up.");
             }
         }
     }

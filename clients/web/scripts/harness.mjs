@@ -183,6 +183,26 @@ export async function messages(page) {
 }
 
 /**
+ * Searches for `q` from the header and waits for the answer; the number of results shown.
+ * The server indexes a message shortly after its echo, so with `atLeast` the search is
+ * repeated until that many results show, up to TIMEOUT_MS.
+ */
+export async function search(page, q, atLeast = 0) {
+  const input = page.getByRole("searchbox", { name: "Search messages" });
+  const results = page.getByRole("region", { name: "Search results" });
+  const deadline = Date.now() + TIMEOUT_MS;
+  for (;;) {
+    await input.fill(q);
+    await input.press("Enter");
+    await results.and(page.locator('[aria-busy="false"]')).waitFor();
+    const n = await results.locator(".search-hit").count();
+    if (n >= atLeast) return n;
+    if (Date.now() > deadline) throw new Error(`search "${q}" showed ${n} results, not ${atLeast}, in ${TIMEOUT_MS} ms`);
+    await page.waitForTimeout(100);
+  }
+}
+
+/**
  * A server (with `env`), a browser and two signed-in users, ann and bob, each in their own
  * context: what every test file starts from. `stop()` closes the browser and the server.
  */

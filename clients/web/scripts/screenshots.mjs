@@ -1,10 +1,11 @@
 // Screenshots of the real page for the docs: docs/screenshots/web-desktop.png (1280×800) and
-// web-phone.png (390×844), after a short conversation between ann (desktop) and bob (phone).
+// web-phone.png (390×844), after a short conversation between ann (desktop) and bob (phone),
+// then web-search.png: ann's search over that conversation.
 // Needs what the tests need (LIVECHAT_TEST_PG_URL, a built server); `npm run screenshots`.
 
 import { mkdir } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
-import { launchBrowser, message, newUser, send, signIn, startServer } from "./harness.mjs";
+import { launchBrowser, message, newUser, search, send, signIn, startServer } from "./harness.mjs";
 
 const out = fileURLToPath(new URL("../../../docs/screenshots/", import.meta.url));
 
@@ -49,7 +50,12 @@ try {
   await bob.page.mouse.move(0, 0);
   await ann.page.screenshot({ path: `${out}web-desktop.png` });
   await bob.page.screenshot({ path: `${out}web-phone.png` });
-  console.log(`wrote ${out}web-desktop.png and web-phone.png`);
+
+  // Four of the messages have a word starting with "the" (the index lags the echo a moment).
+  await search(ann.page, "the", 4);
+  await ann.page.mouse.move(0, 0);
+  await ann.page.screenshot({ path: `${out}web-search.png` });
+  console.log(`wrote ${out}web-desktop.png, web-phone.png and web-search.png`);
 } finally {
   await browser.close();
   await server.stop();

@@ -7,6 +7,7 @@ import { Composer } from "./composer";
 import { errorText, fill, h } from "./dom";
 import { Directory, MembersPanel } from "./members";
 import { RoomList } from "./rooms";
+import { SearchBox } from "./search";
 import { Timeline } from "./timeline";
 import { TypingIndicator } from "./typing";
 
@@ -70,6 +71,11 @@ async function start(session: Session): Promise<void> {
     },
   );
   const composer = new Composer(client, dir, me, timeline, () => members.all());
+  // A chosen result opens its room; focus goes to the room's title, where reading starts.
+  const search = new SearchBox(client, (id) => rooms.get(id), () => timeline.roomId, (room) => {
+    openRoom(room);
+    timeline.title.focus();
+  });
 
   const signOutButton = h("button", { type: "button", class: "signout" }, "Sign out");
   signOutButton.addEventListener("click", () => {
@@ -81,7 +87,7 @@ async function start(session: Session): Promise<void> {
   fill(
     app,
     h("a", { class: "skip", href: "#composer-input" }, "Skip to the message box"),
-    h("header", { class: "top" }, roomsToggle, h("h1", {}, "livechat"), whoami, signOutButton),
+    h("header", { class: "top" }, roomsToggle, h("h1", {}, "livechat"), search.el, whoami, signOutButton),
     banner.el,
     h(
       "div",
