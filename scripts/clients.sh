@@ -51,9 +51,19 @@ ensure_chromium() {
 
 build() {
   ensure_node
+  # Node trusts only its own CA list; the system's (with any CA the machine added, e.g. for a
+  # proxy in front of the npm registry) is what apt, pip and cargo use here too.
+  if [[ -z ${NODE_EXTRA_CA_CERTS:-} && -r /etc/ssl/certs/ca-certificates.crt ]]; then
+    export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+  fi
   log "node $(node -v), npm $(npm -v)"
   cd "$ROOT/clients"
   npm ci --no-audit --no-fund --loglevel=error
+  # npm can exit 0 after failed downloads ("Exit handler never called"): check the result.
+  local tool
+  for tool in node_modules/.bin/tsc node_modules/esbuild/package.json node_modules/playwright-core/package.json; do
+    [[ -e $tool ]] || { log "npm ci left no $tool (see the npm log above)"; exit 1; }
+  done
   npm run build
 }
 

@@ -149,11 +149,19 @@ impl SearchIndex {
     /// Rounds until every known room is current (or `stop`). A failed round leaves its rooms
     /// dirty.
     async fn catch_up(&self, stop: &CancellationToken) -> Result<(), StoreError> {
-        if self.overflow.swap(false, Ordering::Relaxed) {
-            let found = self.sweep().await.inspect_err(|_| self.overflow.store(true, Ordering::Relaxed))?;
-            lock(&self.dirty).extend(found);
-        }
+        let mut first = true;
         loop {
+            // Sweep first when asked, else once the rooms found are done (a sweep that filled
+            // its page asks again: an upgraded database can have more rooms behind).
+            let drained = first || lock(&self.dirty).is_empty();
+            first = false;
+            if drained && self.overflow.swap(false, Ordering::Relaxed) {
+                let found = self.sweep().await.inspect_err(|_| self.overflow.store(true, Ordering::Relaxed))?;
+                if found.len() as i64 >= SWEEP_ROOMS {
+                    self.overflow.store(true, Ordering::Relaxed);
+                }
+                lock(&self.dirty).extend(found);
+            }
             let rooms: Vec<i64> = {
                 let dirty = lock(&self.dirty);
                 metrics::gauge!(names::SEARCH_ROOMS_BEHIND).set(dirty.len() as f64);
