@@ -244,3 +244,39 @@ async fn a_restarted_server_indexes_what_it_had_not() {
     await_indexed(&s, &ta, &q("armadillo"), ids[0]).await;
     assert_eq!(search_ids(&s, &ta, &q("armadillo")).await, ids, "all five, once each");
 }
+
+/// Commits that land while a round is reading their room are indexed by the next round, not
+/// left for the sweep (which this server runs once an hour): many rooms written in bursts
+/// with no delay before a round, so rounds and commits overlap, and each room's last message
+/// must turn up within the usual bound.
+#[tokio::test]
+async fn commits_during_a_round_are_indexed_without_the_sweep() {
+    let s = TestServer::start(&[
+        ("LIVECHAT_LIMITS__MESSAGES_PER_SEC", "10000"),
+        ("LIVECHAT_LIMITS__MESSAGES_BURST", "10000"),
+        ("LIVECHAT_SEARCH__INDEX_DELAY_MS", "0"),
+        ("LIVECHAT_SEARCH__SWEEP_SECS", "3600"),
+    ])
+    .await;
+    let (_, ta) = s.create_user(&uname("sc_a")).await;
+    let mut ca = s.ws_ready(&ta).await;
+    let mut rooms = Vec::new();
+    for i in 0..8 {
+        rooms.push(s.create_room(&ta, &format!("race {i}"), &[]).await);
+    }
+    let mut last = vec![0; rooms.len()];
+    for burst in 0..40 {
+        let k = burst % rooms.len();
+        for j in 0..10 {
+            let cid = format!("r{burst}-{j}");
+            ca.send_msg(rooms[k], &format!("ocelot{k}x{burst} filler"), Some(&cid)).await;
+        }
+        let cid = format!("r{burst}-9");
+        let echo = ca.recv_until("the burst's last echo", |v| v["client_msg_id"] == json!(cid)).await;
+        last[k] = id_of(&echo);
+    }
+    for (k, id) in last.iter().enumerate() {
+        let burst = 32 + k;
+        await_indexed(&s, &ta, &q(&format!("ocelot{k}x{burst}")), *id).await;
+    }
+}

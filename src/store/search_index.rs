@@ -146,8 +146,8 @@ impl SearchIndex {
         }
     }
 
-    /// Rounds until every known room is current (or `stop`). A failed round leaves its rooms
-    /// dirty.
+    /// Rounds until every known room is current (or `stop`). A failed round puts its rooms
+    /// back.
     async fn catch_up(&self, stop: &CancellationToken) -> Result<(), StoreError> {
         let mut first = true;
         loop {
@@ -162,24 +162,18 @@ impl SearchIndex {
                 }
                 lock(&self.dirty).extend(found);
             }
-            let rooms: Vec<i64> = {
-                let dirty = lock(&self.dirty);
-                metrics::gauge!(names::SEARCH_ROOMS_BEHIND).set(dirty.len() as f64);
-                dirty.iter().take(ROOMS_PER_ROUND).copied().collect()
-            };
-            if rooms.is_empty() || stop.is_cancelled() {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            // Taken out before the round reads: a commit landing while it runs (after its
+            // snapshot) touches its room again, which is then indexed by the next round.
+            let rooms = self.take_round();
+            if rooms.is_empty() {
                 return Ok(());
             }
             let started = Instant::now();
-            let behind = self.round(&rooms).await?;
-            {
-                let mut dirty = lock(&self.dirty);
-                for room in &rooms {
-                    if !behind.contains(room) {
-                        dirty.remove(room);
-                    }
-                }
-            }
+            let behind = self.round(&rooms).await.inspect_err(|_| self.requeue(&rooms))?;
+            self.requeue(&behind);
             if self.writes_busy() {
                 let pause = started.elapsed() * (100 / BUSY_SHARE - 1);
                 tokio::select! {
@@ -188,6 +182,22 @@ impl SearchIndex {
                 }
             }
         }
+    }
+
+    /// Up to [`ROOMS_PER_ROUND`] dirty rooms, removed from the dirty set.
+    fn take_round(&self) -> Vec<i64> {
+        let mut dirty = lock(&self.dirty);
+        metrics::gauge!(names::SEARCH_ROOMS_BEHIND).set(dirty.len() as f64);
+        let rooms: Vec<i64> = dirty.iter().take(ROOMS_PER_ROUND).copied().collect();
+        for room in &rooms {
+            dirty.remove(room);
+        }
+        rooms
+    }
+
+    /// Puts `rooms` back into the dirty set (a failed round, or rooms still behind).
+    fn requeue(&self, rooms: &[i64]) {
+        lock(&self.dirty).extend(rooms.iter().copied());
     }
 
     /// Messages committed within the last `delay`: the write path is in use.
