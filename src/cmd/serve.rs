@@ -186,6 +186,8 @@ impl Node {
         );
         let publisher = Publisher::new(bus.clone(), Some(search.clone()));
         let (writer, batchers) = group_commit::new(db.clone(), publisher, &settings, committed.clone());
+        let load = writer.clone();
+        search.pace_by(move || load.backlogged());
         let parts = chat::Parts {
             reads: Arc::new(chat::StoreReads {
                 store: db.clone(),

@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -29,10 +29,12 @@ const ROOMS_PER_ROUND: usize = 64;
 const SWEEP_ROOMS: i64 = 10_000;
 /// Pause after a failed round (PostgreSQL away): the rooms stay dirty.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
-/// While messages keep committing, the indexer works at most this share of the time (it
-/// pauses nine times as long as each round took): the write path keeps nearly all of the
-/// machine and search falls behind instead, catching up at full speed once writes pause
-/// (BENCHMARKS.md "Search": indexing at full speed beside `durable-max` cost it a third).
+/// While the write path is backlogged, the indexer works at most this share of the time (it
+/// pauses nine times as long as each round took): the group commit keeps nearly all of the
+/// machine and search falls behind instead, catching up at full speed once the backlog is
+/// gone (BENCHMARKS.md "Search": indexing at full speed beside `durable-max` cost it a third).
+/// A server that keeps up is never paced: pacing whenever messages flowed capped indexing at
+/// a tenth of its speed, and search fell behind without end at 5 k messages/s.
 const BUSY_SHARE: u32 = 10;
 
 /// One round over a set of rooms: for each, its events in (cursor, cursor + $2]; the messages
@@ -40,19 +42,28 @@ const BUSY_SHARE: u32 = 10;
 /// text (a deleted message's text is empty: it has no words left); cursors only move forward,
 /// so two nodes indexing the same room agree. Returns the messages indexed and the rooms that
 /// still have events past this round.
+///
+/// Every read is an index probe per room or per message (`LATERAL … OFFSET 0` cannot be
+/// flattened into a join): with the plain joins, statistics taken while `messages` was
+/// smaller made PostgreSQL hash-join two sequential scans of the whole table per round, so
+/// a round over a few hundred new messages took ~60 ms and indexing fell behind a server
+/// writing 5 k messages/s (BENCHMARKS.md "Search").
 const ROUND_SQL: &str = "WITH span AS ( \
        SELECT r.id AS room_id, COALESCE(c.last_seq, 0) AS done, r.last_seq, \
               LEAST(r.last_seq, COALESCE(c.last_seq, 0) + $2) AS upto \
        FROM rooms r LEFT JOIN search_cursor c ON c.room_id = r.id \
        WHERE r.id = ANY($1) AND r.last_seq > COALESCE(c.last_seq, 0)), \
      changed AS ( \
-       SELECT m.id FROM span s JOIN messages m ON m.room_id = s.room_id AND m.seq > s.done AND m.seq <= s.upto \
+       SELECT m.id FROM span s CROSS JOIN LATERAL (SELECT x.id FROM messages x \
+         WHERE x.room_id = s.room_id AND x.seq > s.done AND x.seq <= s.upto OFFSET 0) m \
        UNION \
-       SELECT e.message_id FROM span s JOIN room_events e \
-         ON e.room_id = s.room_id AND e.seq > s.done AND e.seq <= s.upto AND e.kind IN ('edit', 'delete')), \
+       SELECT e.message_id FROM span s CROSS JOIN LATERAL (SELECT y.message_id FROM room_events y \
+         WHERE y.room_id = s.room_id AND y.seq > s.done AND y.seq <= s.upto \
+           AND y.kind IN ('edit', 'delete') OFFSET 0) e), \
      docs AS ( \
        INSERT INTO search_docs (message_id, tsv) \
-       SELECT m.id, to_tsvector('simple', m.content) FROM changed c JOIN messages m ON m.id = c.id \
+       SELECT m.id, to_tsvector('simple', m.content) FROM changed c \
+         CROSS JOIN LATERAL (SELECT z.id, z.content FROM messages z WHERE z.id = c.id OFFSET 0) m \
        ON CONFLICT (message_id) DO UPDATE SET tsv = EXCLUDED.tsv RETURNING 1), \
      cursors AS ( \
        INSERT INTO search_cursor (room_id, last_seq) SELECT room_id, upto FROM span \
@@ -81,8 +92,8 @@ pub struct SearchIndex {
     store: Store,
     settings: IndexSettings,
     dirty: Mutex<HashSet<i64>>,
-    /// When rooms were last touched: the write path is busy while that is recent.
-    touched_at: Mutex<Instant>,
+    /// Whether the write path is backlogged (set once by [`SearchIndex::pace_by`]).
+    backlogged: OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
     /// The dirty set overflowed: the next round sweeps.
     overflow: AtomicBool,
     wake: Notify,
@@ -95,15 +106,20 @@ impl SearchIndex {
             store,
             settings,
             dirty: Mutex::new(HashSet::new()),
-            touched_at: Mutex::new(Instant::now()),
+            backlogged: OnceLock::new(),
             overflow: AtomicBool::new(false),
             wake: Notify::new(),
         })
     }
 
+    /// Paces the indexer while `backlogged` answers true (the group commit has more queued
+    /// than it takes in one batch); without it the indexer is never paced. Set once.
+    pub fn pace_by(&self, backlogged: impl Fn() -> bool + Send + Sync + 'static) {
+        let _ = self.backlogged.set(Box::new(backlogged));
+    }
+
     /// Rooms that just committed events: index them soon.
     pub fn touch(&self, rooms: impl IntoIterator<Item = i64>) {
-        *lock(&self.touched_at) = Instant::now();
         {
             let mut dirty = lock(&self.dirty);
             for room in rooms {
@@ -200,15 +216,22 @@ impl SearchIndex {
         lock(&self.dirty).extend(rooms.iter().copied());
     }
 
-    /// Messages committed within the last `delay`: the write path is in use.
+    /// The write path is backlogged: give it the machine.
     fn writes_busy(&self) -> bool {
-        lock(&self.touched_at).elapsed() < self.settings.delay
+        self.backlogged.get().is_some_and(|backlogged| backlogged())
     }
 
     /// One round over `rooms`; returns those still behind.
     async fn round(&self, rooms: &[i64]) -> Result<Vec<i64>, StoreError> {
-        let c = self.store.conn().await?;
-        let rows = c.query_typed(ROUND_SQL, &[(&rooms, Type::INT8_ARRAY), (&self.settings.batch, Type::INT8)]).await?;
+        let mut c = self.store.conn().await?;
+        let tx = c.transaction().await?;
+        // Documents and cursors commit together, so a round lost in a crash is simply done
+        // again; not waiting for its WAL flush keeps the indexer's fsyncs out of the way of
+        // the group commit's, which acknowledge messages.
+        // Sequential scans are ruled out too, as on the group commit's connection (see ROUND_SQL).
+        tx.batch_execute("SET LOCAL synchronous_commit = off; SET LOCAL enable_seqscan = off").await?;
+        let rows = tx.query_typed(ROUND_SQL, &[(&rooms, Type::INT8_ARRAY), (&self.settings.batch, Type::INT8)]).await?;
+        tx.commit().await?;
         let row = rows.first().ok_or_else(|| StoreError::Db("search round returned no row".into()))?;
         metrics::counter!(names::SEARCH_INDEXED_TOTAL).increment(row.get::<_, i64>(0).max(0) as u64);
         Ok(row.get(1))

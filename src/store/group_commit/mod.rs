@@ -159,11 +159,19 @@ pub struct Writer<R> {
     depth: Arc<AtomicU64>,
     /// `storage.queue_max`: the bound on `depth`.
     queue_max: u64,
+    /// `storage.batch_max`: more than this queued means the writers are behind.
+    batch_max: u64,
 }
 
 impl<R> Clone for Writer<R> {
     fn clone(&self) -> Self {
-        Self { tx: self.tx.clone(), timeout: self.timeout, depth: self.depth.clone(), queue_max: self.queue_max }
+        Self {
+            tx: self.tx.clone(),
+            timeout: self.timeout,
+            depth: self.depth.clone(),
+            queue_max: self.queue_max,
+            batch_max: self.batch_max,
+        }
     }
 }
 
@@ -197,6 +205,12 @@ impl<R> Writer<R> {
     /// Writes queued and not yet committed.
     pub fn depth(&self) -> u64 {
         self.depth.load(Ordering::Relaxed)
+    }
+
+    /// More writes wait than one batch takes: the writers run flat out (PostgreSQL or the
+    /// machine is the limit), so background work should yield to them.
+    pub fn backlogged(&self) -> bool {
+        self.depth() > self.batch_max
     }
 }
 
@@ -236,7 +250,8 @@ pub fn new<S: CommitSink>(
         })
         .unzip();
     let queue_max = settings.queue_max.max(1) as u64;
-    (Writer { tx: txs.into(), timeout: settings.timeout, depth, queue_max }, batchers)
+    let batch_max = settings.batch_max.max(1) as u64;
+    (Writer { tx: txs.into(), timeout: settings.timeout, depth, queue_max, batch_max }, batchers)
 }
 
 /// How an attempt to commit a batch failed.
@@ -275,7 +290,8 @@ mod tests {
     }
 
     /// A room's writes always reach the same writer task: that is what keeps its seqs, its
-    /// receipts and one connection's sends in order with several writers.
+    /// receipts and one connection's sends in order with several writers. More queued than
+    /// one batch is a backlog (the search indexer yields to it).
     #[tokio::test]
     async fn a_room_always_goes_to_the_same_writer() {
         let store = Store::new("postgres://u@127.0.0.1:1/db", 2, Duration::from_millis(10)).unwrap();
@@ -304,8 +320,12 @@ mod tests {
         };
         writer.submit(receipt, ()).unwrap();
         assert_eq!(writer.depth(), 9);
+        assert!(!writer.backlogged(), "9 queued fit one batch of 10");
+        writer.submit(message(8), ()).unwrap();
+        writer.submit(message(9), ()).unwrap();
+        assert!(writer.backlogged(), "11 queued: more than one batch");
         let seen: Vec<Vec<i64>> = lanes.iter_mut().map(|lane| lane.queued_rooms()).collect();
-        assert_eq!(seen, vec![vec![0, 3], vec![1, 4, 7, -2, 4], vec![2, 5]]);
+        assert_eq!(seen, vec![vec![0, 3, 9], vec![1, 4, 7, -2, 4], vec![2, 5, 8]]);
     }
 
     /// `storage.queue_max` bounds what waits while PostgreSQL does not answer, not only the
