@@ -47,7 +47,7 @@ const BUSY_SHARE: u32 = 10;
 /// flattened into a join): with the plain joins, statistics taken while `messages` was
 /// smaller made PostgreSQL hash-join two sequential scans of the whole table per round, so
 /// a round over a few hundred new messages took ~60 ms and indexing fell behind a server
-/// writing 5 k messages/s (BENCHMARKS.md "Search").
+/// writing 5 k messages/s (BENCHMARKS.md "Search indexer fixes").
 const ROUND_SQL: &str = "WITH span AS ( \
        SELECT r.id AS room_id, COALESCE(c.last_seq, 0) AS done, r.last_seq, \
               LEAST(r.last_seq, COALESCE(c.last_seq, 0) + $2) AS upto \
