@@ -251,13 +251,8 @@ async fn a_restarted_server_indexes_what_it_had_not() {
 /// must turn up within the usual bound.
 #[tokio::test]
 async fn commits_during_a_round_are_indexed_without_the_sweep() {
-    let s = TestServer::start(&[
-        ("LIVECHAT_LIMITS__MESSAGES_PER_SEC", "10000"),
-        ("LIVECHAT_LIMITS__MESSAGES_BURST", "10000"),
-        ("LIVECHAT_SEARCH__INDEX_DELAY_MS", "0"),
-        ("LIVECHAT_SEARCH__SWEEP_SECS", "3600"),
-    ])
-    .await;
+    let race = [("LIVECHAT_SEARCH__INDEX_DELAY_MS", "0"), ("LIVECHAT_SEARCH__SWEEP_SECS", "3600")];
+    let s = TestServer::start(&[FAST_LIMITS, &race[..]].concat()).await;
     let (_, ta) = s.create_user(&uname("sc_a")).await;
     let mut ca = s.ws_ready(&ta).await;
     let mut rooms = Vec::new();

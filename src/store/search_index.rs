@@ -27,7 +27,7 @@ const DIRTY_MAX: usize = 100_000;
 const ROOMS_PER_ROUND: usize = 64;
 /// Rooms a sweep picks up at most (the rest in the next sweep or as they are written).
 const SWEEP_ROOMS: i64 = 10_000;
-/// Pause after a failed round (PostgreSQL away): the rooms stay dirty.
+/// Pause after a failed round (PostgreSQL away): its rooms are put back for the next one.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// While the write path is backlogged, the indexer works at most this share of the time (it
 /// pauses nine times as long as each round took): the group commit keeps nearly all of the
