@@ -138,6 +138,34 @@ async fn seq_follows_send_order_on_one_connection() {
     }
 }
 
+/// With `storage.batch_max` at 4 a burst fills batch after batch, so each batch is reported
+/// while the next one commits (the writer's overlap): echoes, deliveries and a repeat of a
+/// stored key still come in commit order, each seq once.
+#[tokio::test]
+async fn backlogged_batches_are_reported_in_commit_order() {
+    let env: Vec<(&str, &str)> = FAST_LIMITS.iter().copied().chain([("LIVECHAT_STORAGE__BATCH_MAX", "4")]).collect();
+    let s = TestServer::start(&env).await;
+    let (_, ta) = s.create_user("burst_a").await;
+    let (_, tb) = s.create_user("burst_b").await;
+    let mut ca = s.ws_ready(&ta).await;
+    let mut cb = s.ws_ready(&tb).await;
+    let base = s.last_seq(&ta, 1).await;
+    const N: i64 = 200;
+    for i in 0..N {
+        ca.send_msg(1, &format!("b{i}"), Some(&format!("k{i}"))).await;
+    }
+    ca.send_msg(1, "resent", Some("k3")).await;
+    for i in 0..N {
+        let e = ca.recv_type("message").await;
+        assert_eq!((&e["client_msg_id"], &e["seq"]), (&json!(format!("k{i}")), &json!(base + i + 1)), "echo {i}");
+        let g = cb.recv_type("message").await;
+        assert_eq!(g["seq"], json!(base + i + 1), "delivery {i}: {g}");
+    }
+    let again = ca.recv_type("message").await;
+    assert_eq!((&again["seq"], &again["content"]), (&json!(base + 4), &json!("b3")), "the stored message answers");
+    assert_eq!(s.last_seq(&ta, 1).await, base + N, "the repeat took no seq");
+}
+
 #[tokio::test]
 async fn idempotent_client_msg_id() {
     let s = TestServer::start(&[]).await;
@@ -156,6 +184,11 @@ async fn idempotent_client_msg_id() {
     assert_eq!(again["id"], first["id"], "retry gets the original id");
     assert_eq!(again["seq"], first["seq"], "retry gets the original seq");
     assert_eq!(again["client_msg_id"], json!("same-id"));
+    // A resend that carries something else is still answered with the stored message.
+    ca.send_msg(1, "other text", Some("same-id")).await;
+    let changed = ca.recv_type("message").await;
+    assert_eq!((&changed["id"], &changed["seq"]), (&first["id"], &first["seq"]));
+    assert_eq!(changed["content"], json!("once"), "the stored content answers: {changed}");
 
     // Other members do not get it twice: bob's next message is the next real one.
     let next = ca.send_and_echo(1, "next").await;

@@ -87,22 +87,6 @@ pub struct Page {
     pub caller: i64,
 }
 
-/// Decodes a row of `id, room_id, seq, sender_id, content, created_at, client_msg_id,
-/// reply_to, mentions`.
-pub(crate) fn message_from_row(r: &Row) -> model::Message {
-    model::Message {
-        id: r.get(0),
-        room_id: r.get(1),
-        seq: r.get(2),
-        sender_id: r.get(3),
-        content: r.get(4),
-        timestamp: r.get(5),
-        client_msg_id: r.get(6),
-        reply_to: r.get(7),
-        mentions: r.get::<_, Option<Vec<i64>>>(8).unwrap_or_default(),
-    }
-}
-
 /// A room's log between two seqs: its messages and its other events, merged by seq. An edit
 /// shows the message's current content (so erased content is never sent again).
 const EVENTS_SQL: &str = "SELECT * FROM ( \

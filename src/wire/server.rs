@@ -27,7 +27,15 @@ fn encode<T: Serialize>(kind: &str, body: &T, size_hint: usize) -> Bytes {
 
 /// `message`.
 pub fn message_frame(m: &Message) -> Bytes {
-    encode("message", m, 160 + m.content.len())
+    /// Internally tagged like [`RoomEvent`]: the tag is written as the struct's first field,
+    /// where [`Tagged`]'s `flatten` goes through serde's map adapter.
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename_all = "lowercase")]
+    enum Event<'a> {
+        Message(&'a Message),
+    }
+    frame::text_with(160 + m.content.len(), |w| serde_json::to_writer(w, &Event::Message(m)))
+        .unwrap_or_else(|_| frame::encode(frame::OP_TEXT, br#"{"type":"error","code":"internal"}"#))
 }
 
 /// Any room event (`message`, `edit`, `delete`, `reaction`, `member`).

@@ -10,7 +10,6 @@ use tokio_postgres::Row;
 use super::{Request, Write, RETRY_AFTER_MS};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{Delete, Edit, Message, Reaction, ReceiptState, RoomEvent};
-use crate::store::messages::message_from_row;
 
 /// A receipt of the batch, by position.
 pub(super) struct ReceiptRow {
@@ -34,13 +33,11 @@ pub(super) struct Committed {
 
 /// A batch turned into statement parameters.
 #[derive(Default)]
-pub(super) struct Plan {
-    pub(super) keyed_senders: Vec<i64>,
-    pub(super) keyed_keys: Vec<String>,
+pub(super) struct Plan<'a> {
     pub(super) ins_room: Vec<i64>,
     pub(super) ins_sender: Vec<i64>,
-    pub(super) ins_content: Vec<String>,
-    pub(super) ins_key: Vec<Option<String>>,
+    pub(super) ins_content: Vec<&'a str>,
+    pub(super) ins_key: Vec<Option<&'a str>>,
     pub(super) ins_ord: Vec<i32>,
     pub(super) ins_reply: Vec<Option<i64>>,
     /// Per new message, its (room, sender) pair: a 1-based index into `pair_room`/`pair_sender`
@@ -65,10 +62,10 @@ pub(super) struct Plan {
     pub(super) receipts: Vec<ReceiptRow>,
 }
 
-impl Plan {
+impl<'a> Plan<'a> {
     /// Turns a batch into statement parameters: repeats inside the batch found, receipts
     /// coalesced to one watermark row per (room, member) and one flag row per message.
-    pub(super) fn new<R>(batch: &[Request<R>]) -> Self {
+    pub(super) fn new<R>(batch: &'a [Request<R>]) -> Self {
         let mut p = Plan::default();
         let mut first_of: HashMap<(i64, &str), usize> = HashMap::new();
         let mut marks: HashMap<(i64, i64), (i64, i64)> = HashMap::new();
@@ -83,13 +80,11 @@ impl Plan {
                             continue;
                         }
                         first_of.insert((*sender_id, k.as_str()), pos);
-                        p.keyed_senders.push(*sender_id);
-                        p.keyed_keys.push(k.clone());
                     }
                     p.ins_room.push(*room_id);
                     p.ins_sender.push(*sender_id);
-                    p.ins_content.push(content.clone());
-                    p.ins_key.push(client_msg_id.clone());
+                    p.ins_content.push(content);
+                    p.ins_key.push(client_msg_id.as_deref());
                     p.ins_ord.push(pos as i32);
                     p.ins_reply.push(*reply_to);
                     let next = pairs.len() as i32 + 1;
@@ -135,20 +130,26 @@ impl Plan {
     }
 
     /// Maps the committed rows back to the batch's requests. `inserted`: the insert's rows
-    /// (position, id, seq, time, mentions, refusal); `events`: one row per [`Plan::events`]
-    /// entry (status, seq, time).
+    /// (see `INSERT_SQL`: position, id, seq, time, mentions, status, and a repeat's stored
+    /// room, content and `reply_to`); `events`: one row per [`Plan::events`] entry (status,
+    /// seq, time).
     pub(super) fn outcome<R>(
         &self,
         batch: &[Request<R>],
-        dups: &[Row],
         inserted: &[Row],
         events: &[Row],
         states: &[Row],
     ) -> Committed {
         let mut done = Committed { new: Vec::new(), repeats: Vec::new(), receipts: Vec::new(), failed: Vec::new() };
-        let mut by_pos = self.messages(batch, inserted, &mut done);
-        self.repeats(batch, dups, &by_pos, &mut done);
-        done.new = by_pos.drain().map(|(pos, m)| (pos, RoomEvent::Message(m))).collect();
+        let new = self.messages(batch, inserted, &mut done);
+        // Position → index in `new`, for the repeats inside the batch.
+        let mut at = vec![None; batch.len()];
+        for (i, (pos, _)) in new.iter().enumerate() {
+            at[*pos] = Some(i);
+        }
+        self.unanswered(&at, &mut done);
+        self.in_batch_repeats(&new, &at, &mut done);
+        done.new = new.into_iter().map(|(pos, m)| (pos, RoomEvent::Message(m))).collect();
         for (&pos, row) in self.events.iter().zip(events) {
             match event_outcome(&batch[pos].write, row) {
                 Ok(Some(e)) => done.new.push((pos, e)),
@@ -156,70 +157,82 @@ impl Plan {
                 Err(err) => done.failed.push((pos, err)),
             }
         }
+        // The messages arrive in (room, seq) order (INSERT_SQL numbers them so), which this
+        // stable sort only checks; events (one statement each) are merged in.
         done.new.sort_by_key(|(_, e)| (e.room_id(), e.seq()));
         self.receipt_states(states, &mut done);
         done
     }
 
-    /// New messages by position; refusals (not a member, bad `reply_to`) go to `done.failed`.
-    fn messages<R>(&self, batch: &[Request<R>], inserted: &[Row], done: &mut Committed) -> HashMap<usize, Message> {
-        let mut by_pos = HashMap::new();
+    /// New messages (position, message) in the statement's row order; repeats of stored rows
+    /// go to `done.repeats`, refusals (not a member, bad `reply_to`) to `done.failed`.
+    fn messages<R>(&self, batch: &[Request<R>], inserted: &[Row], done: &mut Committed) -> Vec<(usize, Message)> {
+        let mut new = Vec::with_capacity(inserted.len());
         for r in inserted {
             let pos = r.get::<_, i32>(0) as usize;
-            let refusal = match r.get::<_, i32>(5) {
-                0 => None,
-                1 => Some(ApiError::forbidden("you are not a member of this room")),
-                _ => Some(ApiError::not_found("reply_to names no message of this room")),
-            };
-            if let Some(err) = refusal {
-                done.failed.push((pos, err));
-                continue;
+            let status = r.get::<_, i32>(5);
+            match status {
+                0 | 3 => {}
+                1 => {
+                    done.failed.push((pos, ApiError::forbidden("you are not a member of this room")));
+                    continue;
+                }
+                _ => {
+                    done.failed.push((pos, ApiError::not_found("reply_to names no message of this room")));
+                    continue;
+                }
             }
-            if let Some(Request {
+            let Some(Request {
                 write: Write::Message { room_id, sender_id, content, client_msg_id, reply_to, .. },
                 ..
             }) = batch.get(pos)
-            {
-                let m = Message {
-                    id: r.get(1),
-                    room_id: *room_id,
-                    seq: r.get(2),
-                    sender_id: *sender_id,
-                    content: content.clone(),
-                    timestamp: r.get(3),
-                    client_msg_id: client_msg_id.clone(),
-                    reply_to: *reply_to,
-                    mentions: r.get::<_, Option<Vec<i64>>>(4).unwrap_or_default(),
-                };
-                by_pos.insert(pos, m);
+            else {
+                continue;
+            };
+            let mut m = Message {
+                id: r.get(1),
+                room_id: *room_id,
+                seq: r.get(2),
+                sender_id: *sender_id,
+                content: String::new(),
+                timestamp: r.get(3),
+                client_msg_id: client_msg_id.clone(),
+                reply_to: *reply_to,
+                mentions: r.get::<_, Option<Vec<i64>>>(4).unwrap_or_default(),
+            };
+            if status == 3 {
+                // The stored row answers, whatever this resend carried.
+                (m.room_id, m.content, m.reply_to) = (r.get(6), r.get(7), r.get(8));
+                done.repeats.push((pos, m));
+            } else {
+                m.content = content.clone();
+                new.push((pos, m));
             }
         }
-        by_pos
+        new
     }
 
-    /// Idempotent repeats: of a row stored before, or of one earlier in this batch.
-    fn repeats<R>(&self, batch: &[Request<R>], dups: &[Row], by_pos: &HashMap<usize, Message>, done: &mut Committed) {
-        let existing: HashMap<(i64, String), Message> = dups
-            .iter()
-            .map(message_from_row)
-            .filter_map(|m| m.client_msg_id.clone().map(|k| ((m.sender_id, k), m)))
-            .collect();
-        for &ord in &self.ins_ord {
-            let pos = ord as usize;
-            if by_pos.contains_key(&pos) || done.failed.iter().any(|(p, _)| *p == pos) {
-                continue;
-            }
-            let Write::Message { sender_id, client_msg_id, .. } = &batch[pos].write else { continue };
-            match client_msg_id.as_ref().and_then(|k| existing.get(&(*sender_id, k.clone()))) {
-                Some(orig) => done.repeats.push((pos, orig.clone())),
-                // Stored by another node between our two statements (the retry finds it), or
-                // the room's membership changed while this batch waited for its lock (the
-                // retry is checked against the new membership).
-                None => done.failed.push((pos, raced())),
+    /// New messages the statement neither inserted, refused nor found stored: their room's
+    /// membership changed while this batch waited for its lock (the retry is checked against
+    /// the new membership). `at`: which positions were inserted.
+    fn unanswered(&self, at: &[Option<usize>], done: &mut Committed) {
+        let mut answered: Vec<bool> = at.iter().map(Option::is_some).collect();
+        let refused = done.failed.iter().map(|(pos, _)| *pos);
+        for pos in refused.chain(done.repeats.iter().map(|(pos, _)| *pos)) {
+            if let Some(a) = answered.get_mut(pos) {
+                *a = true;
             }
         }
+        for pos in self.ins_ord.iter().map(|&ord| ord as usize).filter(|&pos| !answered[pos]) {
+            done.failed.push((pos, raced()));
+        }
+    }
+
+    /// Repeats of a (sender, client_msg_id) earlier in this batch answer as that one did.
+    fn in_batch_repeats(&self, new: &[(usize, Message)], at: &[Option<usize>], done: &mut Committed) {
         for &(pos, orig) in &self.in_batch_repeats {
-            let original = by_pos.get(&orig).or_else(|| done.repeats.iter().find(|(p, _)| *p == orig).map(|(_, m)| m));
+            let inserted = at[orig].map(|i| &new[i].1);
+            let original = inserted.or_else(|| done.repeats.iter().find(|(p, _)| *p == orig).map(|(_, m)| m));
             match original {
                 Some(m) => done.repeats.push((pos, m.clone())),
                 None => {

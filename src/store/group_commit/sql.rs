@@ -9,44 +9,43 @@ use super::{Failure, Request, Write};
 use crate::error::StoreError;
 use crate::store::Store;
 
-/// Idempotency: rows already stored for some (sender, client_msg_id) of the batch. Written as
-/// one index probe per key (LATERAL + `LIMIT 1`, which PostgreSQL cannot flatten into a join):
-/// as a plain `IN (SELECT … unnest …)` the cached generic plan made on a young table was a hash
-/// semi-join over a bitmap scan of EVERY keyed message, so each batch read the whole table.
-const DUPS_SQL: &str = "SELECT m.id, m.room_id, m.seq, m.sender_id, m.content, m.created_at, m.client_msg_id, \
-            m.reply_to, m.mentions \
-     FROM unnest($1::BIGINT[], $2::TEXT[]) AS k(sender_id, client_msg_id) \
-     CROSS JOIN LATERAL (SELECT * FROM messages x \
-         WHERE x.sender_id = k.sender_id AND x.client_msg_id = k.client_msg_id LIMIT 1) m";
-
 /// Reserves each room's seq range (the row lock makes seq order commit order, also across
 /// nodes), inserts the new messages of senders who are members (keeping the mentions of
 /// members only, counting replies on their parents) and their notification outbox rows, and
-/// returns (batch position, id, seq, created_at, mentions, 0), or (position, NULL…, refusal)
-/// for a sender who is not a member (1) or a `reply_to` outside the room (2). A room whose
-/// membership changed between this statement's snapshot and its row lock (see
-/// `rooms.membership_version` in migration V5) reserves nothing: its messages are neither
-/// inserted nor refused, and answer `unavailable` (retry). Repeats of stored (sender,
-/// client_msg_id) are skipped here, so they never consume a seq.
+/// returns one row per message of the batch: (position, id, seq, created_at, mentions, status,
+/// room_id, content, reply_to). Status 0: inserted (the last three NULL: the batch has them);
+/// 3: a repeat of a stored (sender, client_msg_id), with the stored row (repeats never consume
+/// a seq); 1 or 2 (the rest NULL): refused, the sender not a member (1) or a `reply_to` outside
+/// the room (2). A room whose membership changed between this statement's snapshot and its row
+/// lock (see `rooms.membership_version` in migration V5) reserves nothing: its messages are
+/// neither inserted nor refused (no row), and answer `unavailable` (retry).
 ///
 /// Written for plans that stay index probes whatever the statistics (the generic plan is made
-/// on a young database): membership is one `LIMIT 1` probe per distinct (room, sender) of the
-/// batch, read back by index from an array (an `EXISTS` per message became a hashed subplan
-/// reading every membership row), the version one probe per room,
-/// and ids are drawn in `numbered` (in seq order) so the result needs no join back to the
-/// inserted rows (with the CTEs' guessed sizes that join became a nested loop: 600 rows cost
-/// 85 ms). The commit time is the transaction's `now()`, the column's default.
+/// on a young database): the stored row of a key is one `LIMIT 1` probe (LATERAL, which
+/// PostgreSQL cannot flatten into a join: as `IN (SELECT … unnest …)` the cached generic plan
+/// made on a young table was a hash semi-join over a bitmap scan of EVERY keyed message);
+/// membership is one `LIMIT 1` probe per distinct (room, sender) of the batch, read back by
+/// index from an array (an `EXISTS` per message became a hashed subplan reading every
+/// membership row), the version one probe per room, and ids are drawn in `numbered` (in seq
+/// order) so the result needs no join back to the inserted rows (with the CTEs' guessed sizes
+/// that join became a nested loop: 600 rows cost 85 ms). The commit time is the transaction's
+/// `now()`, the column's default. One statement finds the repeats and inserts the rest: a
+/// separate lookup statement probed every key a second time (BENCHMARKS.md, "One statement
+/// per batch").
 const INSERT_SQL: &str = "WITH v AS (SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], \
              $5::INT[], $7::BIGINT[], $10::INT[]) AS v(room_id, sender_id, content, client_msg_id, ord, reply_to, pair)), \
      mem AS (SELECT array_agg((SELECT 1 FROM room_members rm \
              WHERE rm.room_id = p.room_id AND rm.user_id = p.sender_id LIMIT 1) IS NOT NULL ORDER BY p.i) AS ok \
          FROM unnest($11::BIGINT[], $12::BIGINT[]) WITH ORDINALITY AS p(room_id, sender_id, i)), \
-     chk AS (SELECT v.*, COALESCE((SELECT ok FROM mem)[v.pair], false) AS member, \
+     chk AS (SELECT v.*, d.id AS dup_id, d.room_id AS dup_room, d.seq AS dup_seq, d.content AS dup_content, \
+             d.created_at AS dup_at, d.reply_to AS dup_reply, d.mentions AS dup_mentions, \
+             COALESCE((SELECT ok FROM mem)[v.pair], false) AS member, \
              (v.reply_to IS NULL OR EXISTS (SELECT 1 FROM messages p \
                  WHERE p.id = v.reply_to AND p.room_id = v.room_id)) AS reply_ok \
-         FROM v WHERE v.client_msg_id IS NULL OR NOT EXISTS \
-         (SELECT 1 FROM messages m WHERE m.sender_id = v.sender_id AND m.client_msg_id = v.client_msg_id)), \
-     fresh AS (SELECT * FROM chk WHERE member AND reply_ok), \
+         FROM v LEFT JOIN LATERAL (SELECT x.id, x.room_id, x.seq, x.content, x.created_at, x.reply_to, x.mentions \
+             FROM messages x WHERE x.sender_id = v.sender_id AND x.client_msg_id = v.client_msg_id LIMIT 1) d ON true), \
+     fresh AS (SELECT room_id, sender_id, content, client_msg_id, ord, reply_to FROM chk \
+         WHERE dup_id IS NULL AND member AND reply_ok), \
      counts AS (SELECT c.*, (SELECT x.membership_version FROM rooms x WHERE x.id = c.room_id) AS version \
          FROM (SELECT room_id, count(*) AS n FROM fresh GROUP BY room_id) c), \
      upd AS (UPDATE rooms r SET last_seq = r.last_seq + c.n FROM counts c \
@@ -65,10 +64,13 @@ const INSERT_SQL: &str = "WITH v AS (SELECT * FROM unnest($1::BIGINT[], $2::BIGI
          FROM (SELECT reply_to, count(*) AS n FROM fresh WHERE reply_to IS NOT NULL GROUP BY reply_to) x \
          WHERE p.id = x.reply_to), \
      ob AS (INSERT INTO notify_outbox (message_id) SELECT id FROM numbered WHERE $6) \
-     SELECT n.ord, n.id, n.seq, now(), n.mentions, 0 FROM numbered n \
+     SELECT n.ord, n.id, n.seq, now(), n.mentions, 0, NULL::BIGINT, NULL::TEXT, NULL::BIGINT FROM numbered n \
      UNION ALL \
-     SELECT c.ord, NULL, NULL, NULL, NULL, CASE WHEN c.member THEN 2 ELSE 1 END \
-         FROM chk c WHERE NOT (c.member AND c.reply_ok)";
+     SELECT c.ord, c.dup_id, c.dup_seq, c.dup_at, c.dup_mentions, 3, c.dup_room, c.dup_content, c.dup_reply \
+         FROM chk c WHERE c.dup_id IS NOT NULL \
+     UNION ALL \
+     SELECT c.ord, NULL, NULL, NULL, NULL, CASE WHEN c.member THEN 2 ELSE 1 END, NULL, NULL, NULL \
+         FROM chk c WHERE c.dup_id IS NULL AND NOT (c.member AND c.reply_ok)";
 
 /// An edit ($1 room, $2 user, $3 message, $4 content): the sender, a member, of a message not
 /// deleted. Returns (status, seq, edited_at).
@@ -148,7 +150,6 @@ const STATE_SQL: &str = "SELECT id, delivered, read FROM messages WHERE id = ANY
 /// The writer's dedicated connection and its prepared statements.
 pub(super) struct WriterConn {
     client: tokio_postgres::Client,
-    dups: tokio_postgres::Statement,
     insert: tokio_postgres::Statement,
     edit: tokio_postgres::Statement,
     delete: tokio_postgres::Statement,
@@ -166,12 +167,11 @@ impl WriterConn {
         // after five runs. On a young database that plan is made while the tables are
         // nearly empty, where scanning them whole is cheapest, and it stays cached until
         // the first ANALYZE (measured: p99 ack 49–162 ms instead of ~7 ms at 10 k msgs/s).
-        // Every statement here is meant to probe indexes: DUPS_SQL is written so it can
-        // only probe, and sequential scans (e.g. of `rooms` in the seq reservation) are
+        // Every statement here is meant to probe indexes: INSERT_SQL's key lookup is
+        // written so it can only probe, and sequential scans (e.g. of `rooms` in the seq reservation) are
         // ruled out for this connection.
         client.batch_execute("SET enable_seqscan = off").await?;
-        let (dups, insert, edit, delete, react) = tokio::try_join!(
-            client.prepare(DUPS_SQL),
+        let (insert, edit, delete, react) = tokio::try_join!(
             client.prepare(INSERT_SQL),
             client.prepare(EDIT_SQL),
             client.prepare(DELETE_SQL),
@@ -179,7 +179,7 @@ impl WriterConn {
         )?;
         let (marks, flags, state) =
             tokio::try_join!(client.prepare(MARKS_SQL), client.prepare(FLAGS_SQL), client.prepare(STATE_SQL))?;
-        Ok(WriterConn { client, dups, insert, edit, delete, react, marks, flags, state })
+        Ok(WriterConn { client, insert, edit, delete, react, marks, flags, state })
     }
 
     /// Whether the connection is known to be dead.
@@ -188,18 +188,12 @@ impl WriterConn {
     }
 
     /// Writes one batch in ONE network round trip: BEGIN, the statements and COMMIT are
-    /// pipelined (prepared statements are sent on first poll, in order), and seq reservation,
-    /// insert and outbox rows are one statement. `Failure::Unknown` means this connection must
+    /// pipelined (prepared statements are sent on first poll, in order), and repeats, seq
+    /// reservation, insert and outbox rows are one statement. `Failure::Unknown` means this connection must
     /// not be used again.
     pub(super) async fn commit<R>(&self, batch: &[Request<R>], limits: Limits) -> Result<Committed, Failure> {
         let plan = Plan::new(batch);
         let c = &self.client;
-        let dups = async {
-            if plan.keyed_senders.is_empty() {
-                return Ok(Vec::new());
-            }
-            c.query(&self.dups, &[&plan.keyed_senders, &plan.keyed_keys]).await
-        };
         let insert = async {
             if plan.ins_room.is_empty() {
                 return Ok(Vec::new());
@@ -225,17 +219,11 @@ impl WriterConn {
             plan.events.iter().filter_map(|&pos| self.event(&batch[pos].write, limits)),
         );
         let receipts = self.receipts(&plan);
-        let (begin, dups, inserted, events, states, commit) =
-            tokio::join!(c.batch_execute("BEGIN"), dups, insert, events, receipts, c.batch_execute("COMMIT"));
+        let (begin, inserted, events, states, commit) =
+            tokio::join!(c.batch_execute("BEGIN"), insert, events, receipts, c.batch_execute("COMMIT"));
 
         // A statement's database error aborted the transaction: COMMIT rolled back, retry.
-        let results = [
-            begin.as_ref().err(),
-            dups.as_ref().err(),
-            inserted.as_ref().err(),
-            events.as_ref().err(),
-            states.as_ref().err(),
-        ];
+        let results = [begin.as_ref().err(), inserted.as_ref().err(), events.as_ref().err(), states.as_ref().err()];
         if let Some(e) = results.into_iter().flatten().find(|e| e.as_db_error().is_some()) {
             return Err(Failure::Retry(StoreError::Db(e.to_string())));
         }
@@ -243,10 +231,10 @@ impl WriterConn {
             // The connection broke with COMMIT possibly applied.
             return Err(Failure::Unknown(e.into()));
         }
-        let (Ok(dups), Ok(inserted), Ok(events), Ok(states)) = (dups, inserted, events, states) else {
+        let (Ok(inserted), Ok(events), Ok(states)) = (inserted, events, states) else {
             return Err(Failure::Unknown(StoreError::Unavailable("writer connection failed".into())));
         };
-        Ok(plan.outcome(batch, &dups, &inserted, &events, &states))
+        Ok(plan.outcome(batch, &inserted, &events, &states))
     }
 
     /// The statement of one edit, delete or reaction (`None` for other writes).
@@ -274,7 +262,7 @@ impl WriterConn {
     }
 
     /// The receipt statements of a batch (watermarks, the booleans, their state after).
-    async fn receipts(&self, plan: &Plan) -> Result<Vec<Row>, tokio_postgres::Error> {
+    async fn receipts(&self, plan: &Plan<'_>) -> Result<Vec<Row>, tokio_postgres::Error> {
         if plan.mark_room.is_empty() {
             return Ok(Vec::new());
         }

@@ -21,22 +21,34 @@ use crate::util::Backoff;
 /// The writer task.
 pub struct Batcher<S: CommitSink> {
     rx: mpsc::Receiver<Request<S::Reply>>,
-    store: Store,
-    sink: Arc<S>,
     batch_max: usize,
     /// Writes taken off the channel at most: with the channel's own capacity this makes
     /// `storage.queue_max` the real bound on queued writes, also while PostgreSQL is away.
     pending_max: usize,
-    timeout: Duration,
     depth: Arc<AtomicU64>,
-    /// Write notification outbox rows in each batch.
-    outbox: bool,
-    /// `limits.reactions_per_message`.
-    reactions_max: i64,
-    /// Woken after a commit that wrote outbox rows.
-    committed: Arc<tokio::sync::Notify>,
+    committer: Committer,
+    report: Report<S>,
+}
+
+/// A committed batch not yet reported: its requests and what the statements returned.
+type Ready<R> = Option<(Vec<Request<R>>, Committed)>;
+
+/// The writer's side that talks to PostgreSQL.
+struct Committer {
+    store: Store,
+    timeout: Duration,
+    limits: Limits,
     /// Dedicated connection (not from the pool): statements prepared once, pipelined.
     conn: Option<WriterConn>,
+}
+
+/// The writer's side that reports committed batches through the sink.
+struct Report<S: CommitSink> {
+    sink: Arc<S>,
+    /// Write notification outbox rows in each batch.
+    outbox: bool,
+    /// Woken after a commit that wrote outbox rows.
+    committed: Arc<tokio::sync::Notify>,
     /// Rooms of batches whose outcome was unknown, reported once a commit succeeds again
     /// (PostgreSQL answers, so whatever did commit is visible).
     unconfirmed: Vec<i64>,
@@ -52,27 +64,28 @@ impl<S: CommitSink> Batcher<S> {
         committed: Arc<tokio::sync::Notify>,
     ) -> Self {
         let pending_max = (settings.queue_max / settings.writers.max(1)).max(settings.batch_max).max(1);
+        let limits = Limits { outbox: settings.outbox, reactions_max: settings.reactions_max };
         Self {
             rx,
-            store,
-            sink,
             batch_max: settings.batch_max.max(1),
             pending_max,
-            timeout: settings.timeout,
             depth,
-            outbox: settings.outbox,
-            reactions_max: settings.reactions_max,
-            committed,
-            conn: None,
-            unconfirmed: Vec::new(),
+            committer: Committer { store, timeout: settings.timeout, limits, conn: None },
+            report: Report { sink, outbox: settings.outbox, committed, unconfirmed: Vec::new() },
         }
     }
 
     /// Runs until `drain` is cancelled, then commits everything still queued and returns.
+    ///
+    /// While backlogged (full batches), a committed batch is reported while the next one is
+    /// being committed (its statements are sent first), so encoding and publishing its events
+    /// is off the writer's serial cycle (BENCHMARKS.md, "One statement per batch"); otherwise
+    /// it is reported at once. Reports still go out in commit order, from this one task.
     pub async fn run(mut self, drain: CancellationToken) {
         let mut pending: VecDeque<Request<S::Reply>> = VecDeque::new();
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         let mut closed = false;
+        let mut ready: Ready<S::Reply> = None;
         loop {
             if !closed && drain.is_cancelled() {
                 // New writes now get `unavailable` at once; what is queued still commits.
@@ -80,6 +93,7 @@ impl<S: CommitSink> Batcher<S> {
                 closed = true;
             }
             if pending.is_empty() {
+                self.report.flush(ready.take());
                 tokio::select! {
                     r = self.rx.recv() => match r {
                         Some(r) => pending.push_back(r),
@@ -100,26 +114,39 @@ impl<S: CommitSink> Batcher<S> {
             }
             let n = pending.len().min(self.batch_max);
             let batch: Vec<Request<S::Reply>> = pending.drain(..n).collect();
-            self.commit_batch(batch, &mut pending, &mut backoff).await;
+            if n < self.batch_max {
+                // Not backlogged: latency first, the previous batch is reported before this one
+                // is sent (the overlap's yield would put it behind every ready connection task).
+                self.report.flush(ready.take());
+            }
+            ready = self.commit_batch(batch, ready.take(), &mut pending, &mut backoff).await;
         }
     }
 
-    /// Commits one batch and reports it, or puts it back (retry) or refuses it (unknown).
+    /// Commits one batch while reporting the previous one; returns it committed (to report),
+    /// or puts it back (retry) or refuses it (unknown).
     async fn commit_batch(
         &mut self,
         batch: Vec<Request<S::Reply>>,
+        previous: Ready<S::Reply>,
         pending: &mut VecDeque<Request<S::Reply>>,
         backoff: &mut Backoff,
-    ) {
-        match self.commit(&batch).await {
+    ) -> Ready<S::Reply> {
+        let report = &mut self.report;
+        // The commit is polled first and queues its statements; the report yields once so
+        // the connection's task (possibly on this same worker thread) sends them before it.
+        let flush = async {
+            if previous.is_some() {
+                tokio::task::yield_now().await;
+            }
+            report.flush(previous)
+        };
+        let (out, ()) = tokio::join!(biased; self.committer.commit(&batch), flush);
+        match out {
             Ok(done) => {
                 backoff.reset();
                 self.depth.fetch_sub(batch.len() as u64, Ordering::Relaxed);
-                self.finish(batch, done);
-                if !self.unconfirmed.is_empty() {
-                    // Kept sorted and deduplicated as it grows.
-                    self.sink.unconfirmed(&std::mem::take(&mut self.unconfirmed));
-                }
+                return Some((batch, done));
             }
             Err(Failure::Retry(e)) => {
                 tracing::warn!(error = %e, rows = batch.len(), "Batch not committed; will retry.");
@@ -133,15 +160,10 @@ impl<S: CommitSink> Batcher<S> {
             Err(Failure::Unknown(e)) => {
                 tracing::error!(error = %e, rows = batch.len(), "Commit outcome unknown; answering unavailable.");
                 self.depth.fetch_sub(batch.len() as u64, Ordering::Relaxed);
-                // Bounded: a room appears once however many batches failed.
-                self.unconfirmed.extend(batch.iter().map(|r| r.write.room_id()));
-                self.unconfirmed.sort_unstable();
-                self.unconfirmed.dedup();
-                for r in batch {
-                    self.unavailable(&r.reply, "storage did not confirm the write; retry with the same client_msg_id");
-                }
+                self.report.unknown(batch);
             }
         }
+        None
     }
 
     /// Answers `unavailable` to requests past their deadline.
@@ -150,7 +172,7 @@ impl<S: CommitSink> Batcher<S> {
         let before = pending.len();
         pending.retain(|r| {
             if r.deadline <= now {
-                self.unavailable(&r.reply, "storage is slow or down; retry with the same client_msg_id");
+                self.report.unavailable(&r.reply, "storage is slow or down; retry with the same client_msg_id");
                 false
             } else {
                 true
@@ -162,9 +184,21 @@ impl<S: CommitSink> Batcher<S> {
         }
     }
 
+    /// Rooms of the writes queued on this task's channel, in order (tests of the partition).
+    #[cfg(test)]
+    pub(super) fn queued_rooms(&mut self) -> Vec<i64> {
+        let mut rooms = Vec::new();
+        while let Ok(r) = self.rx.try_recv() {
+            rooms.push(r.write.room_id());
+        }
+        rooms
+    }
+}
+
+impl Committer {
     /// One attempt under `storage.write_timeout_ms`. A connection whose outcome is unknown
     /// (broken, or silent past the deadline) is dropped: the next batch opens a new one.
-    async fn commit(&mut self, batch: &[Request<S::Reply>]) -> Result<Committed, Failure> {
+    async fn commit<R>(&mut self, batch: &[Request<R>]) -> Result<Committed, Failure> {
         let started = std::time::Instant::now();
         let out = match tokio::time::timeout(self.timeout, self.try_commit(batch)).await {
             Ok(r) => r,
@@ -178,7 +212,7 @@ impl<S: CommitSink> Batcher<S> {
         out
     }
 
-    async fn try_commit(&mut self, batch: &[Request<S::Reply>]) -> Result<Committed, Failure> {
+    async fn try_commit<R>(&mut self, batch: &[Request<R>]) -> Result<Committed, Failure> {
         if self.conn.as_ref().is_some_and(WriterConn::is_closed) {
             self.conn = None;
         }
@@ -186,9 +220,22 @@ impl<S: CommitSink> Batcher<S> {
             Some(c) => c,
             None => WriterConn::open(&self.store).await.map_err(Failure::Retry)?,
         };
-        let out = conn.commit(batch, Limits { outbox: self.outbox, reactions_max: self.reactions_max }).await;
+        let out = conn.commit(batch, self.limits).await;
         self.conn = Some(conn);
         out
+    }
+}
+
+impl<S: CommitSink> Report<S> {
+    /// Reports a committed batch, if any; then the rooms of earlier unknown outcomes, as a
+    /// commit succeeded since.
+    fn flush(&mut self, ready: Ready<S::Reply>) {
+        let Some((batch, done)) = ready else { return };
+        self.finish(batch, done);
+        if !self.unconfirmed.is_empty() {
+            // Kept sorted and deduplicated as it grows.
+            self.sink.unconfirmed(&std::mem::take(&mut self.unconfirmed));
+        }
     }
 
     /// After COMMIT: report the new rows (published in seq order), then answer the submitters.
@@ -220,18 +267,19 @@ impl<S: CommitSink> Batcher<S> {
         }
     }
 
+    /// A batch whose COMMIT outcome is unknown: its submitters answered `unavailable`, its
+    /// rooms remembered (bounded: a room appears once however many batches failed).
+    fn unknown(&mut self, batch: Vec<Request<S::Reply>>) {
+        self.unconfirmed.extend(batch.iter().map(|r| r.write.room_id()));
+        self.unconfirmed.sort_unstable();
+        self.unconfirmed.dedup();
+        for r in batch {
+            self.unavailable(&r.reply, "storage did not confirm the write; retry with the same client_msg_id");
+        }
+    }
+
     fn unavailable(&self, reply: &S::Reply, why: &str) {
         metrics::counter!(names::STORAGE_UNAVAILABLE_TOTAL).increment(1);
         self.sink.failed(reply, &ApiError::unavailable(why, RETRY_AFTER_MS));
-    }
-
-    /// Rooms of the writes queued on this task's channel, in order (tests of the partition).
-    #[cfg(test)]
-    pub(super) fn queued_rooms(&mut self) -> Vec<i64> {
-        let mut rooms = Vec::new();
-        while let Ok(r) = self.rx.try_recv() {
-            rooms.push(r.write.room_id());
-        }
-        rooms
     }
 }
