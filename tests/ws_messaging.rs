@@ -143,8 +143,8 @@ async fn seq_follows_send_order_on_one_connection() {
 /// stored key still come in commit order, each seq once.
 #[tokio::test]
 async fn backlogged_batches_are_reported_in_commit_order() {
-    let env: Vec<(&str, &str)> = FAST_LIMITS.iter().copied().chain([("LIVECHAT_STORAGE__BATCH_MAX", "4")]).collect();
-    let s = TestServer::start(&env).await;
+    let small_batches = [("LIVECHAT_STORAGE__BATCH_MAX", "4")];
+    let s = TestServer::start(&[FAST_LIMITS, &small_batches[..]].concat()).await;
     let (_, ta) = s.create_user("burst_a").await;
     let (_, tb) = s.create_user("burst_b").await;
     let mut ca = s.ws_ready(&ta).await;

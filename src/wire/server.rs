@@ -19,10 +19,15 @@ struct Tagged<'a, T: Serialize> {
     body: &'a T,
 }
 
-/// Encodes `{"type": kind, ...body}` into a text frame. Serialising plain structs cannot fail.
-fn encode<T: Serialize>(kind: &str, body: &T, size_hint: usize) -> Bytes {
-    frame::text_with(size_hint, |w| serde_json::to_writer(w, &Tagged { kind, body }))
+/// Encodes `value` as JSON into a text frame. Serialising plain structs cannot fail.
+fn json_frame<T: Serialize>(value: &T, size_hint: usize) -> Bytes {
+    frame::text_with(size_hint, |w| serde_json::to_writer(w, value))
         .unwrap_or_else(|_| frame::encode(frame::OP_TEXT, br#"{"type":"error","code":"internal"}"#))
+}
+
+/// Encodes `{"type": kind, ...body}` into a text frame.
+fn encode<T: Serialize>(kind: &str, body: &T, size_hint: usize) -> Bytes {
+    json_frame(&Tagged { kind, body }, size_hint)
 }
 
 /// `message`.
@@ -34,8 +39,7 @@ pub fn message_frame(m: &Message) -> Bytes {
     enum Event<'a> {
         Message(&'a Message),
     }
-    frame::text_with(160 + m.content.len(), |w| serde_json::to_writer(w, &Event::Message(m)))
-        .unwrap_or_else(|_| frame::encode(frame::OP_TEXT, br#"{"type":"error","code":"internal"}"#))
+    json_frame(&Event::Message(m), 160 + m.content.len())
 }
 
 /// Any room event (`message`, `edit`, `delete`, `reaction`, `member`).
@@ -43,8 +47,7 @@ pub fn event_frame(e: &RoomEvent) -> Bytes {
     match e {
         RoomEvent::Message(m) => message_frame(m),
         // Internally tagged: `type` comes from the variant.
-        other => frame::text_with(192, |w| serde_json::to_writer(w, other))
-            .unwrap_or_else(|_| frame::encode(frame::OP_TEXT, br#"{"type":"error","code":"internal"}"#)),
+        other => json_frame(other, 192),
     }
 }
 
